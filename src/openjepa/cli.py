@@ -14,7 +14,6 @@ from openjepa import __version__
 
 EPILOG = """\
 examples:
-  openjepa demo                                   demo pretraining + probe report (a few minutes on CPU)
   openjepa pretrain configs/ijepa/demo.yaml --out runs/demo optim.lr=5e-4
   torchrun --nproc_per_node=4 -m openjepa pretrain configs/ijepa/vitb16-in1k.yaml data.path=/data/in1k/train
   openjepa eval runs/demo/checkpoint-latest.pt --json report.json
@@ -30,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from openjepa.data.cli import add_parser as add_data
     from openjepa.masks.cli import add_inspect_masks
     from openjepa.theory.cli import add_parser as add_theory
-    from openjepa.train.cli import add_demo, add_eval, add_export, add_pretrain
+    from openjepa.train.cli import add_eval, add_export, add_pretrain
 
     parser = argparse.ArgumentParser(
         prog="openjepa",
@@ -40,7 +39,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"openjepa {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_demo(sub)
     add_pretrain(sub)
     add_eval(sub)
     add_export(sub)
@@ -54,10 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``openjepa`` console script. Returns the process exit code."""
-    from openjepa.config import ConfigError
+    from openjepa.errors import OpenJepaError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse cannot take positional ``key=value`` overrides after an option (``pretrain CFG --out X
+    # a=b``): collect such leftovers ourselves, for the subcommands that accept overrides.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     handler = getattr(args, "handler", None)
     if handler is None:
         # A group (``openjepa inspect``) without its subcommand: show that group's help.
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except (ConfigError, FileNotFoundError) as err:
+    except (OpenJepaError, FileNotFoundError) as err:
         print(f"openjepa: error: {err}", file=sys.stderr)
         return 2
 

@@ -21,11 +21,12 @@ from typing import Any, Union
 
 import yaml
 
+from openjepa.errors import ConfigError
+
 MISSING = "???"
 
 
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message names the key and the fix."""
+__all__ = ["MISSING", "Config", "ConfigError", "load_config"]
 
 
 def _choices(*values: str) -> dict[str, Any]:

@@ -1,0 +1,195 @@
+"""Training-step benchmark: images/s, peak memory and model TFLOP/s of one method's step.
+
+It times exactly the step the training loop runs (``openjepa.train.loop.TrainStep``: forward, backward,
+optimizer, EMA update) on batches already on the device, so data loading is not measured. FLOPs are
+counted analytically from the shapes of each batch (matrix multiplies and attention; 2 FLOPs per
+multiply-add; backward = 2x forward), so TFLOP/s is comparable across implementations.
+
+Examples:
+    python benchmarks/train_step.py configs/ijepa/vith14-in1k.yaml --mask-mode faithful --steps 20
+    python benchmarks/train_step.py configs/ijepa/demo.yaml --device cpu --steps 5 --json
+    python benchmarks/train_step.py configs/ijepa/vith14-in1k.yaml --compile --check-sync
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from openjepa.config import Config, load_config
+from openjepa.methods.base import build_method
+from openjepa.train.dist import pick_device
+from openjepa.train.loop import Precision, TrainStep, build_mask_sampler
+from openjepa.train.optim import StepSchedule, build_optimizer
+
+
+def vit_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> float:
+    """FLOPs of ``depth`` pre-norm transformer blocks on one sequence of ``tokens`` tokens."""
+    dense = 2 * tokens * dim * (3 * dim + dim + 2 * int(dim * mlp_ratio))  # qkv, proj, mlp
+    attn = 2 * 2 * tokens * tokens * dim  # scores and weighted sum
+    return depth * (dense + attn)
+
+
+@dataclass
+class StepFlops:
+    """Analytic FLOPs of one I-JEPA step, split by part."""
+
+    teacher: float
+    student: float
+    predictor: float
+
+    @property
+    def total(self) -> float:
+        return self.teacher + self.student + self.predictor
+
+
+def ijepa_step_flops(cfg: Config, method, batch: dict) -> StepFlops:
+    """Counts the FLOPs of an I-JEPA step on ``batch`` (teacher fwd, student fwd+bwd, predictor fwd+bwd)."""
+    enc = method.encoder
+    pred = method.predictor
+    b, kc = batch["ctx_idx"].shape
+    _, t, kt = batch["tgt_idx"].shape
+    d, n, p = enc.embed_dim, enc.num_patches, enc.patch_size
+    mlp = enc.blocks[0].mlp.fc1.out_features / d
+    depth = len(enc.blocks)
+    stem = 2 * 3 * p * p * d
+    teacher = b * (n * stem + vit_forward_flops(n, d, depth, mlp))
+    student = 3 * b * (n * stem + vit_forward_flops(kc, d, depth, mlp))
+    pd = pred.pred_dim
+    pred_fwd = b * (2 * kc * d * pd) + b * t * (
+        vit_forward_flops(kc + kt, pd, len(pred.blocks)) + 2 * kt * pd * d
+    )
+    return StepFlops(teacher, student, 3 * pred_fwd)
+
+
+def make_batches(cfg: Config, method, device: torch.device, count: int, batch_size: int) -> list[dict]:
+    """``count`` batches of random images with real masks (steps 0..count-1) on ``device``."""
+    sampler = build_mask_sampler(cfg, method.encoder.grid_size)
+    size = cfg.data.image_size
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for step in range(count):
+        masks = sampler(step, list(range(batch_size)), batch_size)
+        batch = {"image": torch.randn(batch_size, 3, size, size, generator=g), **masks, "step": step}
+        out.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+    return out
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(args: argparse.Namespace) -> dict:
+    overrides = list(args.overrides)
+    overrides.append("data.path=/unused")  # the benchmark feeds random images; no data folder is read
+    if args.mask_mode:
+        overrides.append(f"mask.mode={args.mask_mode}")
+    cfg = load_config(args.config, overrides)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    precision = Precision.resolve(args.precision or cfg.train.precision, device)
+    batch_size = args.batch_size or cfg.data.batch_size
+    torch.manual_seed(0)
+    method = build_method(cfg, total_steps=10_000).to(device)
+    optimizer = build_optimizer(method.param_groups(), cfg.optim, device)
+    schedule = StepSchedule(cfg.optim, 10_000, 100)
+    model = torch.compile(method) if args.compile else method
+    stepper = TrainStep(method, model, optimizer, precision, device, cfg.optim.clip_grad)
+    batches = make_batches(cfg, method, device, args.distinct_batches, batch_size)
+    flops = [ijepa_step_flops(cfg, method, b) for b in batches]
+
+    t_compile = time.perf_counter()
+    for i in range(args.warmup):
+        schedule.apply(optimizer, i)
+        stepper([batches[i % len(batches)]], i)
+    sync(device)
+    warmup_s = time.perf_counter() - t_compile
+
+    sync_ok = None
+    if args.check_sync and device.type == "cuda":
+        # Any host synchronization inside the step raises here (CUDA's sync debug mode).
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            stepper([batches[0]], args.warmup)
+            sync_ok = True
+        except RuntimeError as err:
+            sync_ok = False
+            print(f"host synchronization inside the step: {err}", file=sys.stderr)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        sync(device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    total_flops = 0.0
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(args.steps):
+        step = args.warmup + 1 + i
+        schedule.apply(optimizer, step)
+        stepper([batches[i % len(batches)]], step)
+        total_flops += flops[i % len(batches)].total
+    sync(device)
+    elapsed = time.perf_counter() - t0
+    f0 = flops[0]
+    result = {
+        "config": args.config,
+        "arch": cfg.model.arch,
+        "patch_size": cfg.model.patch_size,
+        "image_size": cfg.data.image_size,
+        "batch_size": batch_size,
+        "mask_mode": cfg.mask.mode,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "precision": str(precision.dtype or "fp32"),
+        "compile": bool(args.compile),
+        "steps": args.steps,
+        "warmup_s": round(warmup_s, 2),
+        "step_ms": round(1000 * elapsed / args.steps, 2),
+        "images_per_s": round(batch_size * args.steps / elapsed, 1),
+        "model_tflops_per_s": round(total_flops / elapsed / 1e12, 2),
+        "tflop_per_step": round(total_flops / args.steps / 1e12, 3),
+        "flops_split": {"teacher": round(f0.teacher / f0.total, 3), "student": round(f0.student / f0.total, 3),
+                        "predictor": round(f0.predictor / f0.total, 3)},
+        "mean_ctx_tokens": sum(b["ctx_idx"].shape[1] for b in batches) / len(batches),
+        "mean_tgt_tokens": sum(b["tgt_idx"].shape[2] for b in batches) / len(batches),
+        "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
+        "no_host_sync_in_step": sync_ok,
+        "torch": torch.__version__,
+    }
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, help="per-step batch (default: data.batch_size)")
+    parser.add_argument("--mask-mode", choices=["faithful", "fixed"])
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--compile", action="store_true", help="torch.compile the method")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--distinct-batches", type=int, default=4, help="batches rotated through (mask shapes vary)")
+    parser.add_argument("--check-sync", action="store_true", help="fail a step that synchronizes with the host (CUDA)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    result = run(args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:>22}: {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""ViT encoder: shapes for every preset, keep-gathering, position tables, non-square grids."""
+
+import math
+
+import pytest
+import torch
+
+from openjepa.models.layers import gather_tokens
+from openjepa.models.pos_embed import sincos_1d, sincos_2d, sincos_3d
+from openjepa.models.vit import VIT_PRESETS, VisionTransformer, build_vit
+
+PARAMS_M = {"vit_tiny": 5.5, "vit_small": 21.6, "vit_base": 85.6, "vit_large": 303.1, "vit_huge": 630.8}
+
+
+@pytest.mark.parametrize("arch", sorted(VIT_PRESETS))
+def test_every_preset_shapes_on_meta(arch):
+    # The meta device checks shapes and parameter counts without allocating (giant is 1B params).
+    with torch.device("meta"):
+        model = build_vit(arch, img_size=224, patch_size=14)
+        x = torch.empty(2, 3, 224, 224)
+        keep = torch.zeros(2, 50, dtype=torch.long)
+        assert model(x).shape == (2, 256, VIT_PRESETS[arch].embed_dim)
+        assert model(x, keep=keep).shape == (2, 50, VIT_PRESETS[arch].embed_dim)
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    if arch in PARAMS_M:  # the well-known sizes (patch 16 numbers; patch 14 differs only in the stem)
+        assert abs(n - PARAMS_M[arch]) / PARAMS_M[arch] < 0.02
+
+
+def test_keep_equals_gathering_before_blocks():
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2).eval()
+    x = torch.randn(3, 3, 32, 32)
+    keep = torch.stack([torch.randperm(16)[:7] for _ in range(3)])
+    tokens = gather_tokens(model.embed(x), keep)
+    for blk in model.blocks:
+        tokens = blk(tokens)
+    torch.testing.assert_close(model(x, keep=keep), model.norm(tokens))
+    # Keeping every token in raster order is the full forward.
+    full = torch.arange(16).expand(3, -1)
+    torch.testing.assert_close(model(x, keep=full), model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_non_square_grid_and_other_resolution():
+    model = VisionTransformer(img_size=(32, 48), patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    assert model.grid_size == (4, 6) and model.num_patches == 24
+    assert model(torch.randn(1, 3, 32, 48)).shape == (1, 24, 32)
+    # Fixed sin-cos positions let the same weights run at another resolution.
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 64, 32)
+    with pytest.raises(ValueError, match="not divisible"):
+        model(torch.randn(1, 3, 30, 48))
+
+
+def test_video_tubelets():
+    model = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=2, num_frames=4, tubelet_size=2
+    )
+    assert model.grid_size == (2, 4, 4)
+    assert model(torch.randn(2, 3, 4, 32, 32)).shape == (2, 32, 48)
+
+
+def test_sincos_values():
+    pos = sincos_1d(4, torch.tensor([0.0, 1.0]))
+    # omega = [1, 1/100] for dim 4: [sin(p), sin(p/100), cos(p), cos(p/100)]
+    expected = torch.tensor([[0, 0, 1, 1], [math.sin(1), math.sin(0.01), math.cos(1), math.cos(0.01)]])
+    torch.testing.assert_close(pos, expected.float())
+    table = sincos_2d(8, (2, 3))
+    assert table.shape == (6, 8)
+    # Row code in the first half, column code in the second half (raster order: index = r * W + c).
+    torch.testing.assert_close(table[4, :4], sincos_1d(4, torch.tensor([1.0]))[0])
+    torch.testing.assert_close(table[4, 4:], sincos_1d(4, torch.tensor([1.0]))[0])
+    torch.testing.assert_close(table[2, 4:], sincos_1d(4, torch.tensor([2.0]))[0])
+    assert len({tuple(r.tolist()) for r in table}) == 6  # every position distinct
+    assert sincos_3d(48, (2, 3, 4)).shape == (24, 48)
+
+
+def test_init_statistics():
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=256, depth=2, num_heads=4)
+    w = model.blocks[0].mlp.fc1.weight
+    assert w.abs().max() <= 0.04 + 1e-6  # truncated at 2 std
+    assert 0.015 < w.std() < 0.02
+    assert torch.all(model.blocks[0].mlp.fc1.bias == 0)
+    assert torch.all(model.norm.weight == 1)
+    # rescale_init divides residual projections by sqrt(2 * layer)
+    torch.manual_seed(0)
+    scaled = VisionTransformer(img_size=32, patch_size=8, embed_dim=256, depth=2, num_heads=4, rescale_init=True)
+    torch.testing.assert_close(scaled.blocks[1].attn.proj.weight, model.blocks[1].attn.proj.weight / 2.0)

@@ -1,0 +1,28 @@
+"""Shared settings for training tests: a tiny model on tiny scenes so each run takes seconds."""
+
+import pytest
+
+TINY = [
+    "model.arch=vit_pico",
+    "model.patch_size=8",
+    "model.pred_dim=48",
+    "model.pred_depth=2",
+    "data.image_size=32",
+    "data.train_size=64",
+    "data.batch_size=8",
+    "mask.min_keep=2",
+    "mask.target_scale=[0.1,0.2]",
+    "optim.warmup_epochs=1",
+    "train.epochs=2",
+    "train.log_every=2",
+    "train.ckpt_every=4",
+    "train.rankme_every=0",
+    "train.progress=false",
+    "train.tensorboard=false",
+    "eval.after_pretrain=false",
+]
+
+
+@pytest.fixture
+def tiny_overrides():
+    return list(TINY)
