@@ -114,16 +114,29 @@ class PretrainDataset(Dataset):
         image = self.to_tensor(self.crop(item["image"], sample_rng(self.seed, CROP_STREAM, step, slot)))
         out = {"image": image, "step": step, "slot": slot, "skipped": item.get("skipped", [])}
         if "captions" in item:
-            out["captions"] = item["captions"]
+            out["captions"] = list(item["captions"])
         return out
 
 
-class MaskCollate:
-    """Stacks images and samples the batch's masks (runs inside loader workers)."""
+class PretrainCollate:
+    """Stacks images, samples the batch's masks and embeds its captions (runs inside loader workers).
 
-    def __init__(self, mask_sampler: Callable[..., dict[str, torch.Tensor]] | None, global_batch: int):
+    Args:
+        mask_sampler: ``(step, slots, global_batch) -> {"ctx_idx", "tgt_idx"}``, or None (no masks).
+        global_batch: images per optimizer step over all processes and accumulation steps.
+        text_batcher: ``(captions_per_image, step, slots) -> {"text_emb", "text_mask", "caption_mask"}``,
+            or None (no captions needed).
+    """
+
+    def __init__(
+        self,
+        mask_sampler: Callable[..., dict[str, torch.Tensor]] | None,
+        global_batch: int,
+        text_batcher: Callable[..., dict[str, torch.Tensor]] | None = None,
+    ):
         self.mask_sampler = mask_sampler
         self.global_batch = global_batch
+        self.text_batcher = text_batcher
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         steps = {it["step"] for it in items}
@@ -135,10 +148,12 @@ class MaskCollate:
             "step": step,
             "skipped": [s for it in items for s in it["skipped"]],
         }
-        if "captions" in items[0]:
-            batch["captions"] = [it["captions"] for it in items]
+        slots = [it["slot"] for it in items]
         if self.mask_sampler is not None:
-            batch.update(self.mask_sampler(step, [it["slot"] for it in items], self.global_batch))
+            batch.update(self.mask_sampler(step, slots, self.global_batch))
+        if self.text_batcher is not None:
+            captions = [it.get("captions") or [] for it in items]
+            batch.update(self.text_batcher(captions, step, slots))
         return batch
 
 
@@ -151,12 +166,13 @@ def build_pretrain_loader(
     end_step: int,
     num_workers: int = 0,
     pin_memory: bool = False,
+    text_batcher: Callable[..., dict[str, torch.Tensor]] | None = None,
 ) -> DataLoader:
     """The loader of steps ``start_step..end_step-1`` (each yields ``accum_steps`` micro-batches)."""
     return DataLoader(
         PretrainDataset(base, crop, plan.seed),
         batch_sampler=StepBatchSampler(plan, start_step, end_step),
-        collate_fn=MaskCollate(mask_sampler, plan.global_batch),
+        collate_fn=PretrainCollate(mask_sampler, plan.global_batch, text_batcher),
         num_workers=num_workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if num_workers > 0 else None,
