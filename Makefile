@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 .PHONY: demo test lint setup
 
 setup:
-	bash scripts/bootstrap.sh dev
+	bash scripts/bootstrap.sh dev,text
 
 ## Main job: demo pretraining of I-JEPA on the built-in scenes data, then the probe report.
 demo: setup

@@ -24,7 +24,7 @@ import torch
 from openjepa.config import Config, load_config
 from openjepa.methods.base import build_method
 from openjepa.train.dist import pick_device
-from openjepa.train.loop import Precision, TrainStep, build_mask_sampler
+from openjepa.train.loop import Precision, TrainStep, build_mask_sampler, compile_blocks
 from openjepa.train.optim import StepSchedule, build_optimizer
 
 
@@ -101,8 +101,9 @@ def run(args: argparse.Namespace) -> dict:
     method = build_method(cfg, total_steps=10_000).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim, device)
     schedule = StepSchedule(cfg.optim, 10_000, 100)
-    model = torch.compile(method) if args.compile else method
-    stepper = TrainStep(method, model, optimizer, precision, device, cfg.optim.clip_grad)
+    if args.compile:
+        compile_blocks(method)
+    stepper = TrainStep(method, method, optimizer, precision, device, cfg.optim.clip_grad)
     batches = make_batches(cfg, method, device, args.distinct_batches, batch_size)
     flops = [ijepa_step_flops(cfg, method, b) for b in batches]
 
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct-batches", type=int, default=4, help="batches rotated through (mask shapes vary)")
     parser.add_argument("--check-sync", action="store_true", help="fail a step that synchronizes with the host (CUDA)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)  # overrides may follow options
+    if any("=" not in e or e.startswith("-") for e in extra):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = [*args.overrides, *extra]
     result = run(args)
     if args.json:
         print(json.dumps(result))

@@ -18,6 +18,7 @@ examples:
   torchrun --nproc_per_node=4 -m openjepa pretrain configs/ijepa/vitb16-in1k.yaml data.path=/data/in1k/train
   openjepa eval runs/demo/checkpoint-latest.pt --json report.json
   openjepa export runs/demo/checkpoint-latest.pt --out encoder.safetensors
+  openjepa compare runs/demo-ijepa runs/demo-tcjepa --names I-JEPA TC-JEPA
   openjepa inspect masks configs/ijepa/vith14-in1k.yaml --mode faithful --png masks.png
   openjepa data scenes --split train --count 1000 --out data/scenes
   openjepa theory critical-time --objective jepa --depth 2 --eps 1e-3 --lam 1 --rho 0.7 --json
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     from openjepa.data.cli import add_parser as add_data
     from openjepa.masks.cli import add_inspect_masks
     from openjepa.theory.cli import add_parser as add_theory
-    from openjepa.train.cli import add_eval, add_export, add_pretrain
+    from openjepa.train.cli import add_compare, add_eval, add_export, add_pretrain
 
     parser = argparse.ArgumentParser(
         prog="openjepa",
@@ -42,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_pretrain(sub)
     add_eval(sub)
     add_export(sub)
+    add_compare(sub)
     inspect = sub.add_parser("inspect", help="look inside: mask statistics and example masks")
     inspect_sub = inspect.add_subparsers(dest="inspect_command", metavar="WHAT")
     add_inspect_masks(inspect_sub)
@@ -72,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(handler(args) or 0)
-    except (OpenJepaError, FileNotFoundError) as err:
+    except (OpenJepaError, FileNotFoundError, ValueError) as err:
         print(f"openjepa: error: {err}", file=sys.stderr)
         return 2
 

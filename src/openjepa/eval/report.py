@@ -100,7 +100,7 @@ def evaluate_encoder(
             batch_size=ev.batch_size,
             device=device,
             patch_tokens=True,
-            num_workers=cfg.data.num_workers,
+            num_workers=cfg.eval.num_workers,
             progress=progress,
             desc=f"eval features ({split})",
         )
@@ -260,6 +260,29 @@ def _cell(value: float | None, kind: str, width: int) -> str:
     return text.rjust(width)
 
 
+LABEL_WIDTH = 15
+
+
+def _table(rows: list[tuple[str, dict[str, Any], bool]], tasks: list[str], majority: dict | None) -> list[str]:
+    """Header + one line per ``(label, report, is_delta)``, then the majority-class floor."""
+    columns = [*tasks, "dense_mIoU", "knn_mean", "rankme"]
+    widths = [max(len(c), 8) for c in columns]
+
+    def line(label: str, values: list[float | None], kinds: list[str]) -> str:
+        cells = [_cell(v, k, w) for v, k, w in zip(values, kinds, widths, strict=True)]
+        return label[: LABEL_WIDTH - 1].ljust(LABEL_WIDTH) + "  ".join(cells)
+
+    header = "encoder".ljust(LABEL_WIDTH) + "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))
+    out = [header, "-" * len(header)]
+    for label, rep, delta in rows:
+        values = [rep["linear"][t] for t in tasks] + [rep["dense"]["miou"], rep["knn_mean"], rep["rankme"]]
+        pct, num = ("dpct", "dnum") if delta else ("pct", "num")
+        out.append(line(label, values, [pct] * (len(tasks) + 2) + [num]))
+    if majority:
+        out.append(line("majority class", [majority.get(t) for t in tasks] + [None] * 3, ["pct"] * len(columns)))
+    return out
+
+
 def format_report(report: dict[str, Any]) -> str:
     """A fixed-width table of an :func:`evaluate` (or single :func:`evaluate_encoder`) report.
 
@@ -269,20 +292,40 @@ def format_report(report: dict[str, Any]) -> str:
     if "linear" in report:  # a bare evaluate_encoder report
         report = {"pretrained": report}
     first = report["pretrained"]
-    tasks = list(first["linear"])
-    columns = [*tasks, "dense_mIoU", "knn_mean", "rankme"]
-    widths = [max(len(c), 8) for c in columns]
-    label_width = 15
+    rows = [("pretrained", first, False)]
+    if "random_init" in report:
+        rows.append(("random init", report["random_init"], False))
+    if "margin" in report:
+        rows.append(("margin", report["margin"], True))
+    return "\n".join(_header_lines(report, first) + _table(rows, list(first["linear"]), first.get("majority")))
 
-    def row(label: str, values: list[float | None], kinds: list[str]) -> str:
-        cells = [_cell(v, k, w) for v, k, w in zip(values, kinds, widths, strict=True)]
-        return label.ljust(label_width) + "  ".join(cells)
 
-    def encoder_row(label: str, rep: dict[str, Any], delta: bool = False) -> str:
-        values = [rep["linear"][t] for t in tasks] + [rep["dense"]["miou"], rep["knn_mean"], rep["rankme"]]
-        pct, num = ("dpct", "dnum") if delta else ("pct", "num")
-        return row(label, values, [pct] * (len(tasks) + 2) + [num])
+def format_comparison(reports: dict[str, dict[str, Any]]) -> str:
+    """Side-by-side table of several runs' :func:`evaluate` reports (one row per run's encoder).
 
+    The random-init row comes from the first report that has one. Runs must share the probe setup (image
+    size, eval sizes, probe settings, dataset seed), otherwise their numbers are not comparable: raises.
+    """
+    if not reports:
+        raise ValueError("no reports to compare")
+    names = list(reports)
+    keys = ("image_size", "train_size", "val_size", "probe_lrs", "probe_epochs", "dataset_seed")
+    ref = reports[names[0]].get("config", {})
+    for name in names[1:]:
+        other = reports[name].get("config", {})
+        diff = [k for k in keys if other.get(k) != ref.get(k)]
+        if diff:
+            raise ValueError(f"{name} was evaluated with different {', '.join(diff)} than {names[0]}: not comparable")
+    first = reports[names[0]]["pretrained"]
+    rows = [(name, reports[name]["pretrained"], False) for name in names]
+    baseline = next((r["random_init"] for r in reports.values() if "random_init" in r), None)
+    if baseline is not None:
+        rows.append(("random init", baseline, False))
+    lines = _header_lines({"config": ref}, first)
+    return "\n".join(lines + _table(rows, list(first["linear"]), first.get("majority")))
+
+
+def _header_lines(report: dict[str, Any], first: dict[str, Any]) -> list[str]:
     lines = []
     cfg = report.get("config")
     if cfg:
@@ -298,19 +341,7 @@ def format_report(report: dict[str, Any]) -> str:
     ckpt = report.get("checkpoint")
     if ckpt:  # added by `openjepa eval`
         lines.append(f"checkpoint: {ckpt.get('path')} (step {ckpt.get('step')})")
-    header = "encoder".ljust(label_width) + "  ".join(
-        c.rjust(w) for c, w in zip(columns, widths, strict=True)
-    )
-    lines += [header, "-" * len(header), encoder_row("pretrained", first)]
-    if "random_init" in report:
-        lines.append(encoder_row("random init", report["random_init"]))
-    if "margin" in report:
-        lines.append(encoder_row("margin", report["margin"], delta=True))
-    majority = first.get("majority")
-    if majority:
-        values = [majority.get(t) for t in tasks] + [None] * 3
-        lines.append(row("majority class", values, ["pct"] * len(columns)))
-    return "\n".join(lines)
+    return lines
 
 
 def _json_safe(value: Any) -> Any:

@@ -36,7 +36,14 @@ def split_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list[dict[s
 
 
 class Method(nn.Module):
-    """Base class: subclasses implement ``forward``; the defaults below cover the usual cases."""
+    """Base class: subclasses implement ``forward``; the defaults below cover the usual cases.
+
+    Class attributes tell the data pipeline what a batch must carry: ``needs_masks`` (context/target
+    indices) and ``needs_text`` (caption embeddings ``text_emb``, ``text_mask``, ``caption_mask``).
+    """
+
+    needs_masks = True
+    needs_text = False
 
     def param_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups over every trainable parameter."""
@@ -51,15 +58,23 @@ class Method(nn.Module):
 
 
 MethodFactory = Callable[[Config, int], Method]
-METHODS: dict[str, str] = {"ijepa": "openjepa.methods.ijepa:IJEPA"}
+METHODS: dict[str, str] = {
+    "ijepa": "openjepa.methods.ijepa:IJEPA",
+    "tcjepa": "openjepa.methods.tcjepa:TCJEPA",
+    "clip": "openjepa.methods.clip:CLIP",
+}
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered under ``name`` (imported on demand)."""
+    import importlib
+
+    if name not in METHODS:
+        raise ConfigError(f"unknown method {name!r} (config key 'method'); choose one of {', '.join(METHODS)}")
+    module, attr = METHODS[name].split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def build_method(cfg: Config, total_steps: int) -> Method:
     """Instantiates ``cfg.method`` (schedules inside the method, e.g. EMA momentum, need ``total_steps``)."""
-    import importlib
-
-    if cfg.method not in METHODS:
-        raise ConfigError(f"unknown method {cfg.method!r} (config key 'method'); choose one of {', '.join(METHODS)}")
-    module, name = METHODS[cfg.method].split(":")
-    cls = getattr(importlib.import_module(module), name)
-    return cls(cfg, total_steps)
+    return method_class(cfg.method)(cfg, total_steps)

@@ -80,7 +80,8 @@ class Predictor(nn.Module):
         ctx_idx: torch.Tensor,
         tgt_idx: torch.Tensor,
         cond: Any = None,
-    ) -> torch.Tensor:
+        return_state: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         """Predicts target features.
 
         Args:
@@ -88,9 +89,10 @@ class Predictor(nn.Module):
             ctx_idx: their patch indices ``[B, Kc]``.
             tgt_idx: target patch indices ``[B, T, Kt]`` (T target blocks).
             cond: conditioning input handed to the conditioner (ignored without one).
+            return_state: also return the conditioner's per-forward state (for its regularizers).
 
         Returns:
-            Predicted features ``[B, T, Kt, D]``.
+            Predicted features ``[B, T, Kt, D]`` (and the conditioner state when asked).
         """
         b, num_ctx = ctx_idx.shape
         _, t, kt = tgt_idx.shape
@@ -98,10 +100,21 @@ class Predictor(nn.Module):
         x = x.repeat_interleave(t, dim=0)  # [B*T, Kc, d], sample-major
         mask = self.mask_token.to(x.dtype) + self.pos_embed[tgt_idx.reshape(b * t, kt)].to(x.dtype)
         x = torch.cat([x, mask], dim=1)
-        state = self.conditioner.prepare(cond, repeats=t) if self.conditioner is not None else None
+        state, attn_mask, num_prefix = None, None, 0
+        if self.conditioner is not None:
+            state = self.conditioner.prepare(cond, repeats=t)
+            # Some conditioners (caption tokens appended to the sequence) add tokens before the blocks.
+            prefix = self.conditioner.prefix(state) if hasattr(self.conditioner, "prefix") else None
+            if prefix is not None:
+                tokens, key_mask = prefix
+                num_prefix = tokens.shape[1]
+                x = torch.cat([tokens.to(x.dtype), x], dim=1)
+                keep = torch.ones(x.shape[0], x.shape[1] - num_prefix, dtype=torch.bool, device=x.device)
+                attn_mask = torch.cat([key_mask, keep], dim=1)[:, None, None, :]
         for layer, blk in enumerate(self.blocks):
-            x = blk(x)
+            x = blk(x, attn_mask)
             if self.conditioner is not None:
                 x = self.conditioner(layer, x, state)
-        x = self.proj(self.norm(x[:, num_ctx:]))
-        return x.reshape(b, t, kt, self.embed_dim)
+        x = self.proj(self.norm(x[:, num_prefix + num_ctx :]))
+        out = x.reshape(b, t, kt, self.embed_dim)
+        return (out, state) if return_state else out

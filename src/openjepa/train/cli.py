@@ -126,3 +126,36 @@ def run_export(args: argparse.Namespace) -> int:
     weights, config = export_encoder(args.checkpoint, args.out)
     print(json.dumps({"weights": str(weights), "config": str(config)}))
     return 0
+
+
+def add_compare(sub: argparse._SubParsersAction) -> None:
+    """Registers ``openjepa compare``."""
+    p = sub.add_parser(
+        "compare", help="side-by-side probe table of several runs (their eval.json reports)",
+        description="Reads RUN/eval.json (or the given JSON files) and prints one row per run plus the "
+        "random-init baseline. Runs must have been evaluated with the same probe setup.",
+    )
+    p.add_argument("runs", nargs="+", help="run folders (holding eval.json) or report JSON files")
+    p.add_argument("--names", nargs="+", help="row labels (default: the run folder names)")
+    p.add_argument("--out", help="also write the table to this text file")
+    p.set_defaults(handler=run_compare)
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    """Handler of ``openjepa compare``."""
+    from openjepa.eval.report import format_comparison
+
+    names = args.names or [Path(r).stem if r.endswith(".json") else Path(r).name for r in args.runs]
+    if len(names) != len(args.runs):
+        raise ValueError(f"--names has {len(names)} labels for {len(args.runs)} runs")
+    reports = {}
+    for name, run in zip(names, args.runs):
+        path = Path(run) / "eval.json" if Path(run).is_dir() else Path(run)
+        if not path.is_file():
+            raise FileNotFoundError(f"no evaluation report at {path}: run `openjepa eval {run} --json {path}` first")
+        reports[name] = json.loads(path.read_text())
+    text = format_comparison(reports)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    return 0

@@ -39,7 +39,12 @@ from openjepa.train.optim import StepSchedule, build_optimizer
 from openjepa.train.plots import plot_training_curves
 
 # Keys whose change would make a resumed run a different experiment.
-_RESUME_INVARIANT = ("method", "model", "mask", "data", "optim", "train.seed", "train.loss", "train.epochs")
+_RESUME_INVARIANT = (
+    "method", "model", "mask", "data", "optim", "train.seed", "train.loss", "train.epochs",
+    "text.encoder", "text.dim", "text.max_length", "text.num_captions", "text.split_sentences", "text.mode",
+    "text.layers", "text.heads", "text.pooling", "text.mlp", "text.sparse_weight", "text.consistency_weight",
+    "text.clip_loss", "text.clip_dim",
+)
 
 
 @dataclass
@@ -194,6 +199,57 @@ def prepare_out_dir(out_dir: Path, resume: bool, overwrite: bool, info: DistInfo
     return None
 
 
+def compile_blocks(module: nn.Module) -> int:
+    """``torch.compile`` every transformer block in place ("regional" compilation); returns the count.
+
+    All blocks of one width share one compiled graph (parameters are graph inputs), so compiling takes
+    seconds instead of tracing a 32-block encoder, and the state-dict keys do not change. Token counts
+    vary from step to step (masks), so after the first recompile the graphs become shape-dynamic and
+    stop recompiling.
+    """
+    from openjepa.models.layers import Block
+
+    blocks = [m for m in module.modules() if isinstance(m, Block)]
+    for blk in blocks:
+        blk.compile()
+    return len(blocks)
+
+
+def default_text_cache() -> Path:
+    """Where caption embeddings are cached unless ``text.cache`` says otherwise (shared by runs: entries are
+    keyed by encoder and caption)."""
+    import os
+
+    root = os.environ.get("OPENJEPA_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "openjepa")
+    return Path(root) / "text_embeddings.sqlite"
+
+
+def build_text_batcher(cfg: Config):
+    """The caption pipeline of a text method (frozen encoder + on-disk cache + N-caption sampling).
+
+    Also resolves ``cfg.text.dim`` from the encoder, so the method can be built and the saved config is
+    complete. Returns None for image-only methods.
+    """
+    from openjepa.methods.base import method_class
+
+    if not method_class(cfg.method).needs_text:
+        return None
+    from openjepa.data.captions import TextBatcher
+    from openjepa.models.text import CachedTextEncoder, EmbeddingCache, build_text_encoder
+
+    encoder = build_text_encoder(cfg.text, device=cfg.text.device)
+    if cfg.text.dim == 0:
+        cfg.text.dim = encoder.dim
+    elif cfg.text.dim != encoder.dim:
+        raise ConfigError(
+            f"text.dim={cfg.text.dim} but the text encoder {cfg.text.encoder!r} gives {encoder.dim}-d words; "
+            "remove text.dim (it is filled automatically) or use the matching encoder"
+        )
+    cache = EmbeddingCache(Path(cfg.text.cache) if cfg.text.cache else default_text_cache())
+    cached = CachedTextEncoder(encoder, cache)
+    return TextBatcher(cached, cfg.text.num_captions, cfg.text.split_sentences, cfg.train.seed)
+
+
 def build_mask_sampler(cfg: Config, grid: tuple[int, ...]):
     """The mask sampler of ``cfg.mask`` for the encoder's token grid."""
     from openjepa.masks import MultiBlockMaskSampler
@@ -256,6 +312,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
     precision = Precision.resolve(cfg.train.precision, device)
     resume_from = prepare_out_dir(out_dir, resume, overwrite, info)
     state = ckpt.load_checkpoint(resume_from) if resume_from else None
+    text_batcher = build_text_batcher(cfg)  # before the resume check: it resolves text.dim
     if state is not None:
         check_resume_compatible(cfg, ckpt.checkpoint_config(state, resume_from), resume_from)  # type: ignore[arg-type]
 
@@ -277,7 +334,9 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
     # ---- model, optimizer; identical init on every rank (DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.train.seed)
     method = build_method(cfg, total_steps).to(device)
-    mask_sampler = build_mask_sampler(cfg, method.encoder_for_eval().grid_size)  # type: ignore[union-attr]
+    mask_sampler = None
+    if method.needs_masks:
+        mask_sampler = build_mask_sampler(cfg, method.encoder_for_eval().grid_size)  # type: ignore[union-attr]
     optimizer = build_optimizer(method.param_groups(), cfg.optim, device)
     model: nn.Module = method
     if info.distributed:
@@ -285,7 +344,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
             method, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
         )
     if cfg.train.compile:
-        model = torch.compile(model)
+        compile_blocks(method)
     stepper = TrainStep(method, model, optimizer, precision, device, cfg.optim.clip_grad)
 
     start_step, skipped_total = 0, 0
@@ -313,7 +372,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
     crop = RandomResizedCrop(cfg.data.image_size, scale=cfg.data.crop_scale)
     loader = build_pretrain_loader(
         dataset, plan, crop, mask_sampler, start_step, end_step,
-        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda", text_batcher=text_batcher,
     )
     batches = iter(loader)
     last_ckpt: Path | None = resume_from
@@ -395,9 +454,10 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
                 }
                 if hasattr(method, "momentum"):
                     record["ema"] = method.momentum(step)  # type: ignore[operator]
-                for k, v in metrics.items():
-                    if k != "loss":
-                        record[k] = float(v.item())
+                others = {k: v for k, v in metrics.items() if k != "loss"}
+                if others:  # one device->host copy for all of them
+                    values = torch.stack([v.detach().float().reshape(()) for v in others.values()]).tolist()
+                    record.update(zip(others, values))
                 if device.type == "cuda":
                     record["max_mem_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
                 if probe_images is not None and (done % cfg.train.rankme_every == 0 or done == end_step):

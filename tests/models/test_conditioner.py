@@ -1,0 +1,104 @@
+"""TC-JEPA text conditioner: regularizers on hand-computed inputs, pooling over captions, padding."""
+
+import pytest
+import torch
+
+from openjepa.models.conditioner import (
+    ConditionState,
+    CrossAttentionLayer,
+    TextConditioner,
+    rectified_cosine,
+    sparsity_and_consistency,
+)
+
+
+def test_rectified_cosine_by_hand():
+    q = torch.tensor([[[2.0, 0.0]]])  # [BT=1, L=1, d=2]
+    k = torch.tensor([[[[1.0, 0.0], [0.0, 3.0], [-1.0, 0.0], [1.0, 1.0], [5.0, 0.0]]]])  # [1, N=1, S=5, 2]
+    mask = torch.tensor([[[True, True, True, True, False]]])
+    o = rectified_cosine(q, k, mask)
+    expected = torch.tensor([1.0, 0.0, 0.0, 2**-0.5, 0.0])  # cos 1, 0, -1 (rectified), 45 deg, padded word
+    torch.testing.assert_close(o[0, 0, 0], expected)
+
+
+def test_sparsity_and_consistency_by_hand():
+    # Two layers, one sequence, two captions (the second padded), one token, two words.
+    o1 = torch.tensor([[[[1.0, 0.0]], [[9.0, 9.0]]]])  # [BT=1, N=2, L=1, S=2]
+    o2 = torch.tensor([[[[0.0, 0.0]], [[9.0, 9.0]]]])
+    sparse, cons = sparsity_and_consistency([o1, o2], torch.tensor([[True, False]]))
+    # ||O1||_1 = 1, ||O2||_1 = 0 -> sparse = (1 + 0) / 2; mean O = [0.5, 0] -> (|0.5| + |0.5|) / 2 = 0.5
+    assert sparse.item() == pytest.approx(0.5)
+    assert cons.item() == pytest.approx(0.5)
+    # Two tokens with different values: the mean over tokens i.
+    a = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])  # [1, 1, L=2, S=2]
+    sparse, cons = sparsity_and_consistency([a], torch.tensor([[True]]))
+    assert sparse.item() == pytest.approx((2.0 + 0.0) / 2) and cons.item() == 0.0
+
+
+def _state(text, word_mask, caption_mask):
+    return ConditionState(text=text, word_mask=word_mask & caption_mask[..., None], caption_mask=caption_mask)
+
+
+def _layer(pooling="max", mlp="per_caption", seed=0):
+    torch.manual_seed(seed)
+    return CrossAttentionLayer(dim=16, text_dim=12, heads=4, pooling=pooling, mlp=mlp).eval()
+
+
+def test_max_over_captions_is_elementwise_max_of_single_captions():
+    layer = _layer(mlp="per_caption")
+    x = torch.randn(3, 5, 16)
+    text = torch.randn(3, 2, 4, 12)
+    wm = torch.ones(3, 2, 4, dtype=torch.bool)
+    both = layer(x, _state(text, wm, torch.ones(3, 2, dtype=torch.bool)))
+    one = torch.ones(3, 1, dtype=torch.bool)
+    singles = [layer(x, _state(text[:, i : i + 1], wm[:, i : i + 1], one)) for i in range(2)]
+    torch.testing.assert_close(both, torch.maximum(*singles))
+    mean_layer = _layer(pooling="mean", mlp="per_caption")
+    mean_both = mean_layer(x, _state(text, wm, torch.ones(3, 2, dtype=torch.bool)))
+    mean_singles = [mean_layer(x, _state(text[:, i : i + 1], wm[:, i : i + 1], one)) for i in range(2)]
+    torch.testing.assert_close(mean_both, (mean_singles[0] + mean_singles[1]) / 2)
+
+
+@pytest.mark.parametrize("mlp", ["after_pool", "per_caption"])
+def test_padded_words_and_captions_are_never_used(mlp):
+    layer = _layer(mlp=mlp)
+    x = torch.randn(2, 5, 16)
+    text = torch.randn(2, 1, 3, 12)
+    ones = torch.ones(2, 1, 3, dtype=torch.bool)
+    ref = layer(x, _state(text, ones, torch.ones(2, 1, dtype=torch.bool)))
+    # Extra padded words with huge values, and a whole padded caption: same output as before.
+    padded_text = torch.cat([text, 1e3 * torch.randn(2, 1, 2, 12)], dim=2)
+    padded_text = torch.cat([padded_text, 1e3 * torch.randn(2, 1, 5, 12)], dim=1)
+    wm = torch.zeros(2, 2, 5, dtype=torch.bool)
+    wm[:, 0, :3] = True
+    wm[:, 1, :] = True  # words of the padded caption look real, but the caption itself is padding
+    cm = torch.tensor([[True, False], [True, False]])
+    out = layer(x, _state(padded_text, wm, cm))
+    torch.testing.assert_close(out, ref)
+    assert torch.isfinite(out).all()
+    # An image without any caption keeps its tokens unconditioned (and finite).
+    none = layer(x, _state(padded_text, wm, torch.zeros(2, 2, dtype=torch.bool)))
+    assert torch.isfinite(none).all()
+
+
+def test_conditioner_layers_and_modes():
+    cond = {"text_emb": torch.randn(2, 3, 4, 12), "text_mask": torch.ones(2, 3, 4, dtype=torch.bool),
+            "caption_mask": torch.tensor([[True, True, False], [True, False, False]])}
+    c = TextConditioner(dim=16, text_dim=12, depth=4, layers=[1, 3], heads=4)
+    state = c.prepare(cond, repeats=2)
+    assert state.text.shape == (4, 3, 4, 12) and state.caption_mask[1].tolist() == [True, True, False]
+    x = torch.randn(4, 6, 16)
+    assert torch.equal(c(0, x, state), x)  # unconditioned layer: untouched
+    y = c(1, x, state)
+    assert y.shape == x.shape and not torch.equal(y, x)
+    sparse, cons = c.regularizers(state)
+    assert sparse > 0 and cons == 0  # one conditioned layer so far: nothing to be inconsistent with
+    c(3, y, state)
+    assert c.regularizers(state)[1] > 0
+    with pytest.raises(ValueError, match="text.layers"):
+        TextConditioner(dim=16, text_dim=12, depth=4, layers=[4])
+    ada = TextConditioner(dim=16, text_dim=12, depth=2, mode="adaln")
+    torch.testing.assert_close(ada(0, x, ada.prepare(cond, 2)), x)  # zero-init modulation: identity at start
+    app = TextConditioner(dim=16, text_dim=12, depth=2, mode="append")
+    tokens, key_mask = app.prefix(app.prepare(cond, 2))
+    assert tokens.shape == (4, 12, 16) and key_mask[2].sum() == 4 * 1  # second image: one real caption
