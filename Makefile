@@ -2,14 +2,18 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint setup
+.PHONY: demo demo-ijepa test lint setup
 
 setup:
 	bash scripts/bootstrap.sh dev,text
 
-## Main job: demo pretraining of I-JEPA on the built-in scenes data, then the probe report.
+## Main job: I-JEPA and TC-JEPA demo pretraining on the built-in scenes data, probe reports side by side.
 demo: setup
-	$(VENV)/bin/openjepa demo --out runs/demo
+	bash scripts/demo.sh
+
+## I-JEPA alone (under 10 minutes on 2 CPU cores): pretraining + probe report vs a random-init encoder.
+demo-ijepa: setup
+	$(VENV)/bin/openjepa pretrain configs/ijepa/demo.yaml --out runs/demo-ijepa --overwrite
 
 ## The whole test suite (what CI runs) plus the linter.
 test: setup

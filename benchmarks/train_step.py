@@ -23,6 +23,7 @@ import torch
 
 from openjepa.config import Config, load_config
 from openjepa.methods.base import build_method
+from openjepa.models.vit import vit_spec
 from openjepa.train.dist import pick_device
 from openjepa.train.loop import Precision, TrainStep, build_mask_sampler, compile_blocks
 from openjepa.train.optim import StepSchedule, build_optimizer
@@ -37,37 +38,69 @@ def vit_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0)
 
 @dataclass
 class StepFlops:
-    """Analytic FLOPs of one I-JEPA step, split by part."""
+    """Analytic FLOPs of one JEPA step, split by part."""
 
     teacher: float
     student: float
     predictor: float
+    conditioner: float = 0.0
 
     @property
     def total(self) -> float:
-        return self.teacher + self.student + self.predictor
+        return self.teacher + self.student + self.predictor + self.conditioner
 
 
-def ijepa_step_flops(cfg: Config, method, batch: dict) -> StepFlops:
-    """Counts the FLOPs of an I-JEPA step on ``batch`` (teacher fwd, student fwd+bwd, predictor fwd+bwd)."""
-    enc = method.encoder
-    pred = method.predictor
+def conditioner_forward_flops(cfg: Config, seq_tokens: int, captions: int, words: int) -> float:
+    """Forward FLOPs of TC-JEPA's text conditioner on one predictor sequence of ``seq_tokens`` tokens.
+
+    Per conditioned layer: the query projection once; key/value projections, attention, rectified cosines and
+    the output projection once per caption; the MLP once after pooling (``text.mlp=after_pool``) or once per
+    caption (``per_caption``).
+    """
+    if cfg.text.mode != "xattn":
+        return 0.0
+    d, dt, n, s, length = cfg.model.pred_dim, cfg.text.dim, captions, words, seq_tokens
+    # Words are projected to width d once per image (shared by all layers), then to keys and values once per
+    # image and layer: both are divided over the image's `num_targets` sequences.
+    t = cfg.mask.num_targets
+    text_proj = n * 2 * s * dt * d / t
+    kv = 2 * 2 * s * d * d / t
+    per_caption = kv + 2 * 2 * length * s * d + 2 * length * s * d + 2 * length * d * d
+    mlp = 2 * length * d * 4 * d * 2 * (n if cfg.text.mlp == "per_caption" else 1)
+    layers = len(cfg.text.layers) if cfg.text.layers is not None else cfg.model.pred_depth
+    return text_proj + layers * (2 * length * d * d + n * per_caption + mlp)
+
+
+def step_flops(cfg: Config, batch_size: int, kc: int, t: int, kt: int, captions: int = 0, words: int = 0) -> StepFlops:
+    """FLOPs of one step (teacher fwd on all patches, student and predictor fwd + bwd = 3x fwd), from shapes."""
+    spec = vit_spec(cfg.model.arch)
+    d, depth, mlp = spec.embed_dim, spec.depth, spec.mlp_ratio
+    p = cfg.model.patch_size
+    n = (cfg.data.image_size // p) ** 2
+    stem = 2 * 3 * p * p * d
+    teacher = batch_size * (n * stem + vit_forward_flops(n, d, depth, mlp))
+    student = 3 * batch_size * (n * stem + vit_forward_flops(kc, d, depth, mlp))
+    pd = cfg.model.pred_dim
+    pred_fwd = batch_size * (2 * kc * d * pd) + batch_size * t * (
+        vit_forward_flops(kc + kt, pd, cfg.model.pred_depth) + 2 * kt * pd * d
+    )
+    cond = 0.0
+    if cfg.method == "tcjepa":
+        cond = 3 * batch_size * t * conditioner_forward_flops(cfg, kc + kt, captions, words)
+    return StepFlops(teacher, student, 3 * pred_fwd, cond)
+
+
+def batch_flops(cfg: Config, batch: dict) -> StepFlops:
+    """:func:`step_flops` for the shapes of a real batch."""
     b, kc = batch["ctx_idx"].shape
     _, t, kt = batch["tgt_idx"].shape
-    d, n, p = enc.embed_dim, enc.num_patches, enc.patch_size
-    mlp = enc.blocks[0].mlp.fc1.out_features / d
-    depth = len(enc.blocks)
-    stem = 2 * 3 * p * p * d
-    teacher = b * (n * stem + vit_forward_flops(n, d, depth, mlp))
-    student = 3 * b * (n * stem + vit_forward_flops(kc, d, depth, mlp))
-    pd = pred.pred_dim
-    pred_fwd = b * (2 * kc * d * pd) + b * t * (
-        vit_forward_flops(kc + kt, pd, len(pred.blocks)) + 2 * kt * pd * d
-    )
-    return StepFlops(teacher, student, 3 * pred_fwd)
+    n, s = batch["text_emb"].shape[1:3] if "text_emb" in batch else (0, 0)
+    return step_flops(cfg, b, kc, t, kt, n, s)
 
 
-def make_batches(cfg: Config, method, device: torch.device, count: int, batch_size: int) -> list[dict]:
+def make_batches(
+    cfg: Config, method, device: torch.device, count: int, batch_size: int, args_words: int = 32
+) -> list[dict]:
     """``count`` batches of random images with real masks (steps 0..count-1) on ``device``."""
     sampler = build_mask_sampler(cfg, method.encoder.grid_size)
     size = cfg.data.image_size
@@ -76,6 +109,12 @@ def make_batches(cfg: Config, method, device: torch.device, count: int, batch_si
     for step in range(count):
         masks = sampler(step, list(range(batch_size)), batch_size)
         batch = {"image": torch.randn(batch_size, 3, size, size, generator=g), **masks, "step": step}
+        if getattr(method, "needs_text", False):
+            # Cached caption embeddings: what the loader hands over once every caption has been encoded.
+            n, s = cfg.text.num_captions, args_words
+            batch["text_emb"] = torch.randn(batch_size, n, s, cfg.text.dim, generator=g).half()
+            batch["text_mask"] = torch.ones(batch_size, n, s, dtype=torch.bool)
+            batch["caption_mask"] = torch.ones(batch_size, n, dtype=torch.bool)
         out.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
     return out
 
@@ -91,6 +130,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.mask_mode:
         overrides.append(f"mask.mode={args.mask_mode}")
     cfg = load_config(args.config, overrides)
+    if cfg.text.dim == 0:
+        cfg.text.dim = 384  # all-MiniLM-L6-v2 word width; pass text.dim=768 for T5-base-sized embeddings
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -104,8 +145,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.compile:
         compile_blocks(method)
     stepper = TrainStep(method, method, optimizer, precision, device, cfg.optim.clip_grad)
-    batches = make_batches(cfg, method, device, args.distinct_batches, batch_size)
-    flops = [ijepa_step_flops(cfg, method, b) for b in batches]
+    batches = make_batches(cfg, method, device, args.distinct_batches, batch_size, args.words)
+    flops = [batch_flops(cfg, b) for b in batches]
 
     t_compile = time.perf_counter()
     for i in range(args.warmup):
@@ -157,8 +198,8 @@ def run(args: argparse.Namespace) -> dict:
         "images_per_s": round(batch_size * args.steps / elapsed, 1),
         "model_tflops_per_s": round(total_flops / elapsed / 1e12, 2),
         "tflop_per_step": round(total_flops / args.steps / 1e12, 3),
-        "flops_split": {"teacher": round(f0.teacher / f0.total, 3), "student": round(f0.student / f0.total, 3),
-                        "predictor": round(f0.predictor / f0.total, 3)},
+        "method": cfg.method,
+        "flops_split": {k: round(getattr(f0, k) / f0.total, 3) for k in ("teacher", "student", "predictor", "conditioner")},
         "mean_ctx_tokens": sum(b["ctx_idx"].shape[1] for b in batches) / len(batches),
         "mean_tgt_tokens": sum(b["tgt_idx"].shape[2] for b in batches) / len(batches),
         "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
@@ -181,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--distinct-batches", type=int, default=4, help="batches rotated through (mask shapes vary)")
     parser.add_argument("--check-sync", action="store_true", help="fail a step that synchronizes with the host (CUDA)")
+    parser.add_argument("--words", type=int, default=32, help="words per cached caption (text methods)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args, extra = parser.parse_known_args(argv)  # overrides may follow options
     if any("=" not in e or e.startswith("-") for e in extra):

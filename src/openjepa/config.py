@@ -138,7 +138,8 @@ class TextConfig:
     max_length: int = 32  # words (tokens) per caption, after truncation
     num_captions: int = 8  # N captions sampled per image per step (capped by how many exist)
     split_sentences: bool = True  # a long caption becomes one caption per sentence
-    cache: str | None = None  # on-disk embedding cache (SQLite file); None: <run folder>/text_cache.sqlite
+    cache: str | None = None  # on-disk embedding cache (SQLite file); None: ~/.cache/openjepa (or $OPENJEPA_CACHE)
+    prewarm: bool = True  # encode every caption of the training set once before training (main process)
     device: str = field(default="cpu", metadata=_choices("cpu", "cuda", "auto"))  # where the text encoder runs
     # TC-JEPA conditioner
     mode: str = field(default="xattn", metadata=_choices("xattn", "adaln", "append"))
@@ -148,6 +149,9 @@ class TextConfig:
     mlp: str = field(default="after_pool", metadata=_choices("after_pool", "per_caption"))
     sparse_weight: float = 0.1  # lambda
     consistency_weight: float = 0.5  # beta
+    # Guards against the "dead conditioner" (every cosine pushed below 0, so the regularizers stop acting):
+    qk_bias: bool = True  # biases on the cross-attention query/key projections (a free global shift)
+    reg_warmup: float = 0.0  # fraction of the run over which lambda and beta ramp up linearly from 0
     # CLIP / SigLIP baseline
     clip_loss: str = field(default="clip", metadata=_choices("clip", "siglip"))
     clip_dim: int = 256  # shared embedding width

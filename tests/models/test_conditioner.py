@@ -86,7 +86,7 @@ def test_conditioner_layers_and_modes():
             "caption_mask": torch.tensor([[True, True, False], [True, False, False]])}
     c = TextConditioner(dim=16, text_dim=12, depth=4, layers=[1, 3], heads=4)
     state = c.prepare(cond, repeats=2)
-    assert state.text.shape == (4, 3, 4, 12) and state.caption_mask[1].tolist() == [True, True, False]
+    assert state.text.shape == (2, 3, 4, 16) and state.caption_mask[1].tolist() == [True, True, False]
     x = torch.randn(4, 6, 16)
     assert torch.equal(c(0, x, state), x)  # unconditioned layer: untouched
     y = c(1, x, state)

@@ -419,3 +419,21 @@ class CaptionTableDataset(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"CaptionTableDataset({str(self.path)!r}, {len(self)} images)"
+
+
+def dataset_captions(dataset: Any, split: bool) -> list[str] | None:
+    """Every caption of a dataset (one per sentence when ``split``), unique, or None if it cannot say cheaply.
+
+    Works for the built-in scenes (captions are generated without drawing the images), caption tables and
+    tar shards (captions are in their index); other datasets return None rather than decoding every image.
+    """
+    inner = getattr(dataset, "dataset", dataset)  # through SkipCorrupt
+    if hasattr(inner, "all_captions"):
+        raw: Any = inner.all_captions(split)
+        return list(dict.fromkeys(raw))
+    captions = getattr(inner, "captions", None)
+    if isinstance(captions, list):
+        return list(dict.fromkeys(c for item in captions for c in caption_list(item, split)))
+    if callable(captions):
+        return list(dict.fromkeys(c for i in range(len(inner)) for c in caption_list(captions(i), split)))
+    return None

@@ -35,6 +35,7 @@ def build_conditioner(cfg: Config, encoder_heads: int) -> TextConditioner:
         pooling=cfg.text.pooling,
         mlp=cfg.text.mlp,
         mode=cfg.text.mode,
+        qk_bias=cfg.text.qk_bias,
     )
 
 
@@ -50,6 +51,11 @@ class TCJEPA(IJEPA):
         super().__init__(cfg, total_steps, conditioner=conditioner)
         self.sparse_weight = cfg.text.sparse_weight
         self.consistency_weight = cfg.text.consistency_weight
+        self.reg_warmup_steps = round(cfg.text.reg_warmup * total_steps)
+
+    def regularizer_scale(self, step: int) -> float:
+        """Linear ramp 0 -> 1 of lambda and beta over ``text.reg_warmup`` of the run (1 without warmup)."""
+        return min(1.0, step / self.reg_warmup_steps) if self.reg_warmup_steps > 0 else 1.0
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, Metrics]:
         missing = [k for k in TEXT_KEYS if k not in batch]
@@ -61,7 +67,8 @@ class TCJEPA(IJEPA):
         pred, state = self.predictor(z, batch["ctx_idx"], batch["tgt_idx"], cond, return_state=True)
         loss_pred = feature_loss(pred, target, self.loss_kind)
         sparse, consistency = self.predictor.conditioner.regularizers(state)  # type: ignore[union-attr]
-        loss = loss_pred + self.sparse_weight * sparse + self.consistency_weight * consistency
+        scale = self.regularizer_scale(step)
+        loss = loss_pred + scale * (self.sparse_weight * sparse + self.consistency_weight * consistency)
         metrics: Metrics = {
             "loss": loss.detach(),
             "loss_pred": loss_pred.detach(),

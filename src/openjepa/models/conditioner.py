@@ -32,11 +32,16 @@ from openjepa.models.layers import Mlp, init_weights
 
 @dataclass
 class ConditionState:
-    """Per-forward state: caption tensors repeated per target block, and what the regularizers need."""
+    """Per-forward state: the captions, their masks repeated per target block, what the regularizers need.
 
-    text: torch.Tensor  # [BT, N, S, dt]
+    ``text`` stays one copy per image: keys and values are projected once per image and only then repeated
+    for the image's T target-block sequences (projecting repeated words would cost T times as much).
+    """
+
+    text: torch.Tensor  # [B, N, S, dt]
     word_mask: torch.Tensor  # [BT, N, S] True = real word
     caption_mask: torch.Tensor  # [BT, N] True = real caption
+    repeats: int = 1  # T: predictor sequences per image
     sims: list[torch.Tensor] = field(default_factory=list)  # per conditioned layer: O [BT, N, L, S]
     entropies: list[torch.Tensor] = field(default_factory=list)  # per layer: mean attention entropy (detached)
 
@@ -79,15 +84,20 @@ def sparsity_and_consistency(
 class CrossAttentionLayer(nn.Module):
     """One conditioned layer: multi-head cross-attention to each caption, pooling, MLP + LayerNorm."""
 
-    def __init__(self, dim: int, text_dim: int, heads: int, pooling: str, mlp: str, mlp_ratio: float = 4.0):
+    def __init__(
+        self, dim: int, text_dim: int, heads: int, pooling: str, mlp: str, mlp_ratio: float = 4.0, qk_bias: bool = True
+    ):
         super().__init__()
         if dim % heads:
             raise ValueError(f"conditioner width {dim} not divisible by text.heads={heads}")
         self.heads = heads
         self.pooling = pooling
         self.mlp_position = mlp
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(text_dim, dim)
+        # Queries are pre-normed like in other cross-attention blocks (the words arrive normed and projected
+        # to the predictor width by TextConditioner.prepare).
+        self.norm_q = nn.LayerNorm(dim, eps=1e-6)
+        self.q = nn.Linear(dim, dim, bias=qk_bias)
+        self.k = nn.Linear(text_dim, dim, bias=qk_bias)
         self.v = nn.Linear(text_dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
@@ -111,9 +121,9 @@ class CrossAttentionLayer(nn.Module):
         _, n, s, _ = state.text.shape
         h, dh = self.heads, d // self.heads
         text = state.text.to(x.dtype)
-        q = self.q(x)  # shared over captions: computed once
-        k = self.k(text)  # [BT, N, S, d]
-        v = self.v(text)
+        q = self.q(self.norm_q(x))  # shared over captions: computed once
+        k = self.k(text).repeat_interleave(state.repeats, 0)  # [BT, N, S, d], projected once per image
+        v = self.v(text).repeat_interleave(state.repeats, 0)
         state.sims.append(rectified_cosine(q, k, state.word_mask))
         # Every caption keeps at least one attendable word so padded captions do not produce NaN rows; their
         # outputs are excluded from the pooling anyway.
@@ -150,11 +160,12 @@ class AdaLNLayer(nn.Module):
         nn.init.zeros_(self.mod[1].bias)
 
     def forward(self, x: torch.Tensor, state: ConditionState) -> torch.Tensor:
-        w = state.word_mask[..., None].to(x.dtype)
-        per_caption = (state.text.to(x.dtype) * w).sum(2) / w.sum(2).clamp_min(1)  # [BT, N, dt]
-        c = state.caption_mask[..., None].to(x.dtype)
-        pooled = (per_caption * c).sum(1) / c.sum(1).clamp_min(1)  # [BT, dt]
-        scale, shift = self.mod(pooled).chunk(2, dim=-1)
+        t = state.repeats
+        w = state.word_mask[::t, ..., None].to(x.dtype)  # one row per image
+        per_caption = (state.text.to(x.dtype) * w).sum(2) / w.sum(2).clamp_min(1)  # [B, N, dt]
+        c = state.caption_mask[::t, ..., None].to(x.dtype)
+        pooled = (per_caption * c).sum(1) / c.sum(1).clamp_min(1)  # [B, dt]
+        scale, shift = self.mod(pooled).repeat_interleave(t, 0).chunk(2, dim=-1)
         return x * (1 + scale[:, None]) + shift[:, None]
 
 
@@ -170,6 +181,8 @@ class TextConditioner(nn.Module):
         pooling: ``max`` (paper) or ``mean`` over captions.
         mlp: ``after_pool`` (cheap, default) or ``per_caption``.
         mode: ``xattn`` (TC-JEPA), ``adaln`` or ``append`` (the paper's weaker alternatives).
+        qk_bias: biases on the query/key projections (without them no global shift can push every
+            cosine below zero at once).
     """
 
     def __init__(
@@ -182,6 +195,7 @@ class TextConditioner(nn.Module):
         pooling: str = "max",
         mlp: str = "after_pool",
         mode: str = "xattn",
+        qk_bias: bool = True,
     ):
         super().__init__()
         self.mode = mode
@@ -190,13 +204,19 @@ class TextConditioner(nn.Module):
         if bad or not self.layer_ids:
             raise ValueError(f"text.layers={list(layers or [])}: layers must be in 0..{depth - 1} (predictor depth)")
         self.slot = {layer: i for i, layer in enumerate(self.layer_ids)}
+        # Words are normed and projected to the predictor width once per image, shared by every layer: raw
+        # sentence-encoder embeddings are large and share a common direction (uniform attention at the start
+        # otherwise), and per-layer projections from the text width would cost T (blocks) x layers x more.
+        self.text_norm = nn.LayerNorm(text_dim, eps=1e-6)
+        self.text_proj = nn.Linear(text_dim, dim)
         if mode == "xattn":
-            self.blocks = nn.ModuleList(CrossAttentionLayer(dim, text_dim, heads, pooling, mlp) for _ in self.layer_ids)
+            self.blocks = nn.ModuleList(
+                CrossAttentionLayer(dim, dim, heads, pooling, mlp, qk_bias=qk_bias) for _ in self.layer_ids
+            )
         elif mode == "adaln":
-            self.blocks = nn.ModuleList(AdaLNLayer(dim, text_dim) for _ in self.layer_ids)
+            self.blocks = nn.ModuleList(AdaLNLayer(dim, dim) for _ in self.layer_ids)
         elif mode == "append":
             self.blocks = nn.ModuleList()
-            self.word_proj = nn.Linear(text_dim, dim)
             self.caption_embed = nn.Parameter(torch.zeros(1, 64, 1, dim))  # which caption a word came from
         else:
             raise ValueError(f"unknown text.mode={mode!r}: use xattn, adaln or append")
@@ -217,20 +237,22 @@ class TextConditioner(nn.Module):
             )
         word_mask = word_mask & caption_mask[..., None]
         return ConditionState(
-            text=text.repeat_interleave(repeats, 0),
+            text=self.text_proj(self.text_norm(text.to(self.text_proj.weight.dtype))),
             word_mask=word_mask.repeat_interleave(repeats, 0),
             caption_mask=caption_mask.repeat_interleave(repeats, 0),
+            repeats=repeats,
         )
 
     def prefix(self, state: ConditionState) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``append`` mode: caption words as extra predictor tokens ``[BT, N*S, d]`` and their key mask."""
         if self.mode != "append":
             return None
-        bt, n, s, _ = state.text.shape
+        b, n, s, _ = state.text.shape
         if n > self.caption_embed.shape[1]:
             raise ValueError(f"append mode supports at most {self.caption_embed.shape[1]} captions, got {n}")
-        words = self.word_proj(state.text.to(self.word_proj.weight.dtype)) + self.caption_embed[:, :n]
-        return words.reshape(bt, n * s, -1), state.word_mask.reshape(bt, n * s)
+        words = state.text + self.caption_embed[:, :n]
+        words = words.repeat_interleave(state.repeats, 0)
+        return words.reshape(b * state.repeats, n * s, -1), state.word_mask.reshape(b * state.repeats, n * s)
 
     def forward(self, layer: int, tokens: torch.Tensor, state: ConditionState) -> torch.Tensor:
         """Conditions ``tokens`` after predictor block ``layer`` (unchanged for unconditioned layers)."""

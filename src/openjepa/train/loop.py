@@ -250,6 +250,30 @@ def build_text_batcher(cfg: Config):
     return TextBatcher(cached, cfg.text.num_captions, cfg.text.split_sentences, cfg.train.seed)
 
 
+def prewarm_text_cache(dataset: Any, batcher: Any, cfg: Config, info: DistInfo, logger: RunLogger) -> None:
+    """Encodes every training caption into the cache before training (rank 0; the others wait).
+
+    Loader workers encode with one thread each while the model trains; encoding the whole set once up front,
+    sorted by length so batches carry little padding, is several times faster and keeps the first epoch
+    from being text-bound.
+    """
+    from openjepa.data.captions import dataset_captions
+
+    if info.is_main:
+        captions = dataset_captions(dataset, cfg.text.split_sentences)
+        if captions:
+            from tqdm import tqdm
+
+            captions.sort(key=len)
+            new, chunk = 0, 256
+            with tqdm(total=len(captions), desc="text cache", unit="caption", disable=not cfg.train.progress) as bar:
+                for i in range(0, len(captions), chunk):
+                    new += batcher.encoder.warm(captions[i : i + chunk], batch_size=chunk)
+                    bar.update(len(captions[i : i + chunk]))
+            logger.event(f"text cache: {len(captions)} unique training captions, {new} newly encoded")
+    barrier(info)
+
+
 def build_mask_sampler(cfg: Config, grid: tuple[int, ...]):
     """The mask sampler of ``cfg.mask`` for the encoder's token grid."""
     from openjepa.masks import MultiBlockMaskSampler
@@ -367,6 +391,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
             f"{spe} steps/epoch, steps {start_step}->{end_step} of {total_steps}, precision "
             f"{precision.dtype or 'fp32'}"
         )
+    if text_batcher is not None and cfg.text.prewarm:
+        prewarm_text_cache(dataset, text_batcher, cfg, info, logger)
     probe_images = rankme_probe_images(cfg) if (info.is_main and cfg.train.rankme_every > 0) else None
 
     crop = RandomResizedCrop(cfg.data.image_size, scale=cfg.data.crop_scale)
