@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import step_flops  # noqa: E402
+from train_step import step_flops
 
-from openjepa.config import load_config  # noqa: E402
-from openjepa.masks import MultiBlockMaskSampler  # noqa: E402
+from openjepa.config import load_config
+from openjepa.masks import MultiBlockMaskSampler
 
 SETUPS = {
     "ViT-B/16": ("configs/ijepa/vitb16-in1k.yaml", []),

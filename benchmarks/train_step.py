@@ -144,6 +144,11 @@ def run(args: argparse.Namespace) -> dict:
     schedule = StepSchedule(cfg.optim, 10_000, 100)
     if args.compile:
         compile_blocks(method)
+        # Every distinct mask shape may trigger a (re)compile: warm up through all of them twice, so no
+        # compilation lands inside the timed steps.
+        if args.warmup < 2 * args.distinct_batches:
+            print(f"--compile: warmup raised from {args.warmup} to {2 * args.distinct_batches} steps", file=sys.stderr)
+            args.warmup = 2 * args.distinct_batches
     stepper = TrainStep(method, method, optimizer, precision, device, cfg.optim.clip_grad)
     batches = make_batches(cfg, method, device, args.distinct_batches, batch_size, args.words)
     flops = [batch_flops(cfg, b) for b in batches]
@@ -199,7 +204,9 @@ def run(args: argparse.Namespace) -> dict:
         "model_tflops_per_s": round(total_flops / elapsed / 1e12, 2),
         "tflop_per_step": round(total_flops / args.steps / 1e12, 3),
         "method": cfg.method,
-        "flops_split": {k: round(getattr(f0, k) / f0.total, 3) for k in ("teacher", "student", "predictor", "conditioner")},
+        "flops_split": {
+            k: round(getattr(f0, k) / f0.total, 3) for k in ("teacher", "student", "predictor", "conditioner")
+        },
         "mean_ctx_tokens": sum(b["ctx_idx"].shape[1] for b in batches) / len(batches),
         "mean_tgt_tokens": sum(b["tgt_idx"].shape[2] for b in batches) / len(batches),
         "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
