@@ -28,6 +28,7 @@ examples:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand)."""
     from openjepa.data.cli import add_parser as add_data
+    from openjepa.eval.text_attention import add_inspect_text_attention
     from openjepa.masks.cli import add_inspect_masks
     from openjepa.theory.cli import add_parser as add_theory
     from openjepa.train.cli import add_compare, add_eval, add_export, add_pretrain
@@ -44,9 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval(sub)
     add_export(sub)
     add_compare(sub)
-    inspect = sub.add_parser("inspect", help="look inside: mask statistics and example masks")
+    inspect = sub.add_parser("inspect", help="look inside: mask statistics, TC-JEPA text attention")
     inspect_sub = inspect.add_subparsers(dest="inspect_command", metavar="WHAT")
     add_inspect_masks(inspect_sub)
+    add_inspect_text_attention(inspect_sub)
     add_data(sub)
     add_theory(sub)
     return parser

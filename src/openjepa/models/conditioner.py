@@ -142,6 +142,18 @@ class CrossAttentionLayer(nn.Module):
         return self._mlp_norm(self._pool(xs, state.caption_mask, x))
 
     @torch.no_grad()
+    def attention_weights(self, x: torch.Tensor, state: ConditionState) -> torch.Tensor:
+        """Softmax attention of every token to every word, mean over heads: ``[BT, N, L, S]`` (for plots)."""
+        bt, length, d = x.shape
+        _, n, s, _ = state.text.shape
+        h, dh = self.heads, d // self.heads
+        q = self.q(self.norm_q(x)).view(bt, length, h, dh)
+        k = self.k(state.text.to(x.dtype)).repeat_interleave(state.repeats, 0).view(bt, n, s, h, dh)
+        logits = torch.einsum("blhd,bnshd->bnhls", q.float(), k.float()) / dh**0.5
+        logits = logits.masked_fill(~state.word_mask[:, :, None, None, :], float("-inf"))
+        return logits.softmax(-1).nan_to_num(0.0).mean(2)
+
+    @torch.no_grad()
     def _entropy(self, qh: torch.Tensor, kh: torch.Tensor, attn_mask: torch.Tensor, rows: int = 64) -> torch.Tensor:
         """Mean attention entropy (nats) over a few sequences: a cheap signal of peaked vs uniform attention."""
         q, k, m = qh[:rows].float(), kh[:rows].float(), attn_mask[:rows]

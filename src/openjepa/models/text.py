@@ -114,6 +114,11 @@ class TextEncoder(nn.Module):
         """
         raise NotImplementedError
 
+    def tokens(self, caption: str) -> list[str]:
+        """The token strings :meth:`encode` gives embeddings for (for plots); generic labels by default."""
+        _, mask = self.encode([caption])
+        return [f"t{i}" for i in range(int(mask.sum()))]
+
     def forward(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Same as :meth:`encode`."""
         return self.encode(captions)
@@ -427,6 +432,14 @@ class HFTextEncoder(TextEncoder):
                 self._load()
         return self
 
+    def tokens(self, caption: str) -> list[str]:
+        """The tokenizer's tokens of ``caption`` (special tokens included), as :meth:`encode` embeds them."""
+        self.load()
+        text = caption.lower() if self.spec.lowercase else caption
+        tokenizer = self.__dict__["_tokenizer"]
+        ids = tokenizer(text, truncation=True, max_length=self.max_length)["input_ids"]
+        return [str(t) for t in tokenizer.convert_ids_to_tokens(ids)]
+
     @torch.no_grad()  # not inference_mode: these tensors feed layers that are trained and saved for backward
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """See :meth:`TextEncoder.encode`."""
@@ -492,9 +505,13 @@ class HashTextEncoder(TextEncoder):
         seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:8], "little")
         return np.random.default_rng(seed).standard_normal(self.dim, dtype=np.float32)
 
+    def tokens(self, caption: str) -> list[str]:
+        """The words :meth:`encode` embeds."""
+        return self._WORD.findall(str(caption).lower())[: self.max_length]
+
     def encode(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """See :meth:`TextEncoder.encode`."""
-        words = [self._WORD.findall(str(c).lower())[: self.max_length] for c in captions]
+        words = [self.tokens(c) for c in captions]
         position = np.sin(np.arange(self.max_length)[:, None] * (1.0 + np.arange(self.dim)[None, :]) / self.dim)
         arrays = [
             np.stack([self._word(w) for w in ws]) + 0.1 * position[: len(ws)] if ws else np.zeros((0, self.dim))

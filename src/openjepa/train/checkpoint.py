@@ -98,22 +98,34 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_eval_encoder(path: str | Path) -> tuple[nn.Module, Config, dict[str, Any]]:
-    """Rebuilds the evaluation encoder (the EMA teacher for JEPA methods) of a checkpoint.
+def load_method(path: str | Path) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuilds the whole method (encoder, predictor, teacher, ...) of a checkpoint, on the CPU in eval mode.
 
-    Returns ``(encoder, config, state)``; the encoder is on the CPU in eval mode.
+    Returns ``(method, config, state)``.
     """
     from openjepa.methods.base import build_method
 
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     method = build_method(cfg, total_steps=max(int(state.get("total_steps", 1)), 1))
-    missing, unexpected = method.load_state_dict(state["model"], strict=False)
+    try:
+        missing, unexpected = method.load_state_dict(state["model"], strict=False)
+    except RuntimeError as err:  # shape mismatches: a checkpoint of another model or another openjepa version
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {err}") from err
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match the model of its config "
             f"(missing {missing[:5]}, unexpected {unexpected[:5]})"
         )
+    return method.eval(), cfg, state
+
+
+def load_eval_encoder(path: str | Path) -> tuple[nn.Module, Config, dict[str, Any]]:
+    """Rebuilds the evaluation encoder (the EMA teacher for JEPA methods) of a checkpoint.
+
+    Returns ``(encoder, config, state)``; the encoder is on the CPU in eval mode.
+    """
+    method, cfg, state = load_method(path)
     return method.encoder_for_eval().eval(), cfg, state
 
 
