@@ -17,8 +17,8 @@ demo-ijepa: setup
 
 ## The whole test suite (what CI runs) plus the linter.
 test: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q -m "not slow" tests
 
 lint: setup
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -150,7 +150,8 @@ class TextConfig:
     sparse_weight: float = 0.1  # lambda
     consistency_weight: float = 0.5  # beta
     # Guards against the "dead conditioner" (every cosine pushed below 0, so the regularizers stop acting):
-    qk_bias: bool = True  # biases on the cross-attention query/key projections (a free global shift)
+    center_keys: bool = True  # cosines against keys centered over each caption's words (attention unchanged)
+    qk_bias: bool = True  # biases on the cross-attention query/key projections
     reg_warmup: float = 0.0  # fraction of the run over which lambda and beta ramp up linearly from 0
     # CLIP / SigLIP baseline
     clip_loss: str = field(default="clip", metadata=_choices("clip", "siglip"))

@@ -7,6 +7,7 @@ from openjepa.models.conditioner import (
     ConditionState,
     CrossAttentionLayer,
     TextConditioner,
+    center_words,
     rectified_cosine,
     sparsity_and_consistency,
 )
@@ -102,3 +103,23 @@ def test_conditioner_layers_and_modes():
     app = TextConditioner(dim=16, text_dim=12, depth=2, mode="append")
     tokens, key_mask = app.prefix(app.prepare(cond, 2))
     assert tokens.shape == (4, 12, 16) and key_mask[2].sum() == 4 * 1  # second image: one real caption
+
+
+def test_centered_keys_keep_attention_and_prevent_all_negative_cosines():
+    torch.manual_seed(0)
+    text = torch.randn(2, 1, 5, 12) + 3.0  # a large common direction, as sentence encoders have
+    wm = torch.ones(2, 1, 5, dtype=torch.bool)
+    wm[1, 0, 3:] = False
+    state = _state(text, wm, torch.ones(2, 1, dtype=torch.bool))
+    centered, plain = _layer(), _layer()
+    plain.center_keys = False
+    x = torch.randn(2, 7, 16)
+    # Softmax attention is shift-invariant per query: same outputs with or without centering.
+    torch.testing.assert_close(centered(x, _state(text, wm, torch.ones(2, 1, dtype=torch.bool))), plain(x, state))
+    torch.testing.assert_close(centered.attention_weights(x, state), plain.attention_weights(x, state))
+    # Centered keys sum to zero over the real words, so every query has a positive similarity with some word.
+    k = center_words(centered.k(text), wm)
+    torch.testing.assert_close(k.sum(2), torch.zeros(2, 1, 16), atol=1e-5, rtol=0)
+    assert torch.all(k[1, 0, 3:] == 0)
+    o = rectified_cosine(centered.q(centered.norm_q(x)), k, wm)
+    assert torch.all(o.amax(-1) > 0)

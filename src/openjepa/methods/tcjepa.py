@@ -36,6 +36,7 @@ def build_conditioner(cfg: Config, encoder_heads: int) -> TextConditioner:
         mlp=cfg.text.mlp,
         mode=cfg.text.mode,
         qk_bias=cfg.text.qk_bias,
+        center_keys=cfg.text.center_keys,
     )
 
 

@@ -57,6 +57,19 @@ def rectified_cosine(q: torch.Tensor, k: torch.Tensor, word_mask: torch.Tensor) 
     return cos.clamp_min(0) * word_mask[:, :, None, :]
 
 
+def center_words(k: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
+    """Subtracts from each caption's keys ``[B, N, S, d]`` their mean over the caption's real words.
+
+    Softmax attention does not change (every logit of a query moves by the same amount), but the rectified
+    cosines do: with keys that sum to zero, every query has a positive dot product with some word, so the
+    sparsity term can no longer be satisfied by pushing all similarities below zero ("dead conditioner");
+    it has to make each token select few words, which is what it is for.
+    """
+    m = word_mask[..., None].to(k.dtype)
+    mean = (k * m).sum(2, keepdim=True) / m.sum(2, keepdim=True).clamp_min(1)
+    return (k - mean) * m
+
+
 def sparsity_and_consistency(
     sims: Sequence[torch.Tensor], caption_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,9 +98,18 @@ class CrossAttentionLayer(nn.Module):
     """One conditioned layer: multi-head cross-attention to each caption, pooling, MLP + LayerNorm."""
 
     def __init__(
-        self, dim: int, text_dim: int, heads: int, pooling: str, mlp: str, mlp_ratio: float = 4.0, qk_bias: bool = True
+        self,
+        dim: int,
+        text_dim: int,
+        heads: int,
+        pooling: str,
+        mlp: str,
+        mlp_ratio: float = 4.0,
+        qk_bias: bool = True,
+        center_keys: bool = True,
     ):
         super().__init__()
+        self.center_keys = center_keys
         if dim % heads:
             raise ValueError(f"conditioner width {dim} not divisible by text.heads={heads}")
         self.heads = heads
@@ -122,7 +144,10 @@ class CrossAttentionLayer(nn.Module):
         h, dh = self.heads, d // self.heads
         text = state.text.to(x.dtype)
         q = self.q(self.norm_q(x))  # shared over captions: computed once
-        k = self.k(text).repeat_interleave(state.repeats, 0)  # [BT, N, S, d], projected once per image
+        k = self.k(text)  # [B, N, S, d], projected once per image
+        if self.center_keys:
+            k = center_words(k, state.word_mask[:: state.repeats])
+        k = k.repeat_interleave(state.repeats, 0)  # [BT, N, S, d]
         v = self.v(text).repeat_interleave(state.repeats, 0)
         state.sims.append(rectified_cosine(q, k, state.word_mask))
         # Every caption keeps at least one attendable word so padded captions do not produce NaN rows; their
@@ -148,7 +173,10 @@ class CrossAttentionLayer(nn.Module):
         _, n, s, _ = state.text.shape
         h, dh = self.heads, d // self.heads
         q = self.q(self.norm_q(x)).view(bt, length, h, dh)
-        k = self.k(state.text.to(x.dtype)).repeat_interleave(state.repeats, 0).view(bt, n, s, h, dh)
+        k = self.k(state.text.to(x.dtype))
+        if self.center_keys:
+            k = center_words(k, state.word_mask[:: state.repeats])
+        k = k.repeat_interleave(state.repeats, 0).view(bt, n, s, h, dh)
         logits = torch.einsum("blhd,bnshd->bnhls", q.float(), k.float()) / dh**0.5
         logits = logits.masked_fill(~state.word_mask[:, :, None, None, :], float("-inf"))
         return logits.softmax(-1).nan_to_num(0.0).mean(2)
@@ -193,8 +221,9 @@ class TextConditioner(nn.Module):
         pooling: ``max`` (paper) or ``mean`` over captions.
         mlp: ``after_pool`` (cheap, default) or ``per_caption``.
         mode: ``xattn`` (TC-JEPA), ``adaln`` or ``append`` (the paper's weaker alternatives).
-        qk_bias: biases on the query/key projections (without them no global shift can push every
-            cosine below zero at once).
+        qk_bias: biases on the query/key projections.
+        center_keys: center each caption's keys over its words before the rectified cosines (see
+            :func:`center_words`; the attention itself is unchanged).
     """
 
     def __init__(
@@ -208,6 +237,7 @@ class TextConditioner(nn.Module):
         mlp: str = "after_pool",
         mode: str = "xattn",
         qk_bias: bool = True,
+        center_keys: bool = True,
     ):
         super().__init__()
         self.mode = mode
@@ -223,7 +253,8 @@ class TextConditioner(nn.Module):
         self.text_proj = nn.Linear(text_dim, dim)
         if mode == "xattn":
             self.blocks = nn.ModuleList(
-                CrossAttentionLayer(dim, dim, heads, pooling, mlp, qk_bias=qk_bias) for _ in self.layer_ids
+                CrossAttentionLayer(dim, dim, heads, pooling, mlp, qk_bias=qk_bias, center_keys=center_keys)
+                for _ in self.layer_ids
             )
         elif mode == "adaln":
             self.blocks = nn.ModuleList(AdaLNLayer(dim, dim) for _ in self.layer_ids)
