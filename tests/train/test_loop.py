@@ -122,3 +122,43 @@ def test_export_roundtrip(tmp_path, tiny_overrides):
     torch.testing.assert_close(exported(x), teacher(x))
     with pytest.raises(ValueError, match=r"\.safetensors"):
         export_encoder(tmp_path / "r", tmp_path / "enc.bin")
+
+
+def _image_folder(root, n=40, corrupt=(0,)):
+    from openjepa.data.scenes import ScenesDataset
+
+    ds = ScenesDataset("train", n, 32)
+    for i in range(n):
+        ds[i]["image"].save(root / f"{i:03d}.png")
+    for i in corrupt:  # truncated files, as after an interrupted copy
+        data = (root / f"{i:03d}.png").read_bytes()
+        (root / f"{i:03d}.png").write_bytes(data[: len(data) // 3])
+
+
+def test_corrupt_images_are_skipped_counted_and_reported(tmp_path, tiny_overrides, capsys):
+    from openjepa.errors import DataError
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _image_folder(folder)
+    base = [o for o in tiny_overrides if not o.startswith("data.train_size")]
+    cfg = load_config(None, [*base, "data.source=folder", f"data.path={folder}", "data.max_skip_fraction=0.2"])
+    result = train(cfg, tmp_path / "r")
+    assert result.step == 10  # 40 images / batch 8 = 5 steps per epoch, 2 epochs
+    records = read_metrics(tmp_path / "r" / "metrics.jsonl")
+    assert records[-1]["skipped"] == 2  # the bad file is met once per epoch, and never trained on
+    assert any("000.png" in s for s in result.skipped)
+    assert "skipped 2 unreadable image(s)" in capsys.readouterr().err
+    # Too many bad files: the run stops and names them instead of training on what is left.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _image_folder(bad, corrupt=range(0, 40, 2))
+    cfg = load_config(None, [*base, "data.source=folder", f"data.path={bad}", "train.epochs=3"])
+    with pytest.raises(DataError, match=r"unreadable.*data.max_skip_fraction"):
+        train(cfg, tmp_path / "r2")
+
+
+def test_missing_data_folder_is_a_clear_error(tmp_path, tiny_overrides):
+    cfg = load_config(None, [*tiny_overrides, "data.source=folder", f"data.path={tmp_path / 'nope'}"])
+    with pytest.raises(FileNotFoundError, match="nope"):
+        train(cfg, tmp_path / "r")

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from openjepa.config import ConfigError, DataConfig
+from openjepa.errors import DataError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
@@ -357,7 +358,7 @@ class SkipCorrupt(torch.utils.data.Dataset):
                 continue
             item["skipped"] = skipped
             return item
-        raise RuntimeError(
+        raise DataError(
             f"{len(skipped)} consecutive images from index {i} could not be read: " + "; ".join(skipped)
         )
 
