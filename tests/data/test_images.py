@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from openjepa.config import ConfigError, DataConfig
-from openjepa.errors import DataError
 from openjepa.data.images import (
     CorruptImageError,
     ImageFolderDataset,
@@ -20,6 +19,7 @@ from openjepa.data.images import (
     load_image,
 )
 from openjepa.data.scenes import ScenesDataset
+from openjepa.errors import DataError
 
 # ----------------------------------------------------------------------------- load_image
 
