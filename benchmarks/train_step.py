@@ -213,7 +213,25 @@ def run(args: argparse.Namespace) -> dict:
         "no_host_sync_in_step": sync_ok,
         "torch": torch.__version__,
     }
+    if args.profile:
+        result["profile_top_ms_per_step"] = profile_steps(stepper, schedule, optimizer, batches, args, device)
     return result
+
+
+def profile_steps(stepper, schedule, optimizer, batches, args: argparse.Namespace, device: torch.device) -> dict:
+    """Where a step's time goes: the operators with the most self time (device time on CUDA), in ms/step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for i in range(args.profile):
+            step = args.warmup + args.steps + 1 + i
+            schedule.apply(optimizer, step)
+            stepper([batches[i % len(batches)]], step)
+        sync(device)
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)
+    return {e.key[:80]: round(getattr(e, key, 0.0) / 1000 / args.profile, 3) for e in events[:25]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distinct-batches", type=int, default=4, help="batches rotated through (mask shapes vary)")
     parser.add_argument("--check-sync", action="store_true", help="fail a step that synchronizes with the host (CUDA)")
     parser.add_argument("--words", type=int, default=32, help="words per cached caption (text methods)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after timing, profile N steps and report the 25 costliest operators")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args, extra = parser.parse_known_args(argv)  # overrides may follow options
     if any("=" not in e or e.startswith("-") for e in extra):

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from openjepa.models.conditioner import (
     ConditionState,
@@ -36,8 +37,8 @@ def test_sparsity_and_consistency_by_hand():
     assert sparse.item() == pytest.approx((2.0 + 0.0) / 2) and cons.item() == 0.0
 
 
-def _state(text, word_mask, caption_mask):
-    return ConditionState(text=text, word_mask=word_mask & caption_mask[..., None], caption_mask=caption_mask)
+def _state(text, word_mask, caption_mask, repeats=1):
+    return ConditionState.build(text, word_mask, caption_mask, repeats)
 
 
 def _layer(pooling="max", mlp="per_caption", seed=0):
@@ -87,7 +88,10 @@ def test_conditioner_layers_and_modes():
             "caption_mask": torch.tensor([[True, True, False], [True, False, False]])}
     c = TextConditioner(dim=16, text_dim=12, depth=4, layers=[1, 3], heads=4)
     state = c.prepare(cond, repeats=2)
-    assert state.text.shape == (2, 3, 4, 16) and state.caption_mask[1].tolist() == [True, True, False]
+    assert state.text.shape == (2, 3, 4, 16) and state.caption_mask[1].tolist() == [True, False, False]
+    # Padded caption slots hold a copy of the image's first real caption (for attention only).
+    torch.testing.assert_close(state.text[1, 2], state.text[1, 0])
+    assert state.attn_mask[1].all() and state.word_mask[1].tolist() == [[True] * 4, [False] * 4, [False] * 4]
     x = torch.randn(4, 6, 16)
     assert torch.equal(c(0, x, state), x)  # unconditioned layer: untouched
     y = c(1, x, state)
@@ -123,3 +127,67 @@ def test_centered_keys_keep_attention_and_prevent_all_negative_cosines():
     assert torch.all(k[1, 0, 3:] == 0)
     o = rectified_cosine(centered.q(centered.norm_q(x)), k, wm)
     assert torch.all(o.amax(-1) > 0)
+
+
+def _reference_layer(layer, x, text, word_mask, caption_mask, t):
+    """A direct per-sequence, per-caption loop: the spec's equations with nothing batched or reordered."""
+    d, h = x.shape[-1], layer.heads
+    dh = d // h
+    out, sims = [], []
+    for i in range(x.shape[0]):
+        b = i // t
+        q = layer.q(layer.norm_q(x[i]))  # [L, d]
+        branches, per_caption_sims = [], []
+        for n in range(text.shape[1]):
+            real = word_mask[b, n] & caption_mask[b, n]
+            k = layer.k(text[b, n])
+            k = (k - k[real].mean(0)) * real[:, None] if real.any() else k * 0
+            per_caption_sims.append((F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).T).clamp_min(0) * real)
+            if not real.any():
+                continue
+            v = layer.v(text[b, n][real])
+            heads = []
+            for j in range(h):
+                sl = slice(j * dh, (j + 1) * dh)
+                w = (q[:, sl] @ k[real][:, sl].T / dh**0.5).softmax(-1)
+                heads.append(w @ v[:, sl])
+            y = x[i] + layer.proj(torch.cat(heads, -1))
+            branches.append(layer._mlp_norm(y) if layer.mlp_position == "per_caption" else y)
+        sims.append(torch.stack(per_caption_sims))
+        if not branches:
+            out.append(layer._mlp_norm(x[i]))
+            continue
+        stack = torch.stack(branches)
+        pooled = stack.amax(0) if layer.pooling == "max" else stack.mean(0)
+        out.append(pooled if layer.mlp_position == "per_caption" else layer._mlp_norm(pooled))
+    return torch.stack(out), torch.stack(sims)  # sims per sequence: [BT, N, L, S]
+
+
+@pytest.mark.parametrize("pooling,mlp", [("max", "after_pool"), ("max", "per_caption"), ("mean", "after_pool")])
+def test_batched_layer_matches_direct_loop_values_and_gradients(pooling, mlp):
+    """Several sequences per image (T=3), padded words, a padded caption and an image without captions."""
+    torch.manual_seed(1)
+    b, t, n, s, length = 3, 3, 3, 5, 4
+    x = torch.randn(b * t, length, 16, dtype=torch.float64)
+    text = torch.randn(b, n, s, 12, dtype=torch.float64)
+    wm = torch.rand(b, n, s) > 0.3
+    wm[..., 0] = True
+    cm = torch.tensor([[True, False, True], [False, True, True], [False, False, False]])
+    layers = [_layer(pooling=pooling, mlp=mlp, seed=3).double() for _ in range(2)]
+    layers[1].load_state_dict(layers[0].state_dict())
+    state = _state(text, wm, cm, repeats=t)
+    out = layers[0](x, state)
+    ref, ref_sims = _reference_layer(layers[1], x, text, wm, cm, t)
+    torch.testing.assert_close(out, ref)
+    # The image's T sequences form one query row block: [B, N, T*L, S] holds the same cosines.
+    sims = state.sims[0].reshape(b, n, t, length, s).transpose(1, 2).reshape(b * t, n, length, s)
+    torch.testing.assert_close(sims, ref_sims)
+    # Same regularizer value as averaging over every (sequence, real caption) pair.
+    sparse = sparsity_and_consistency(state.sims, cm)[0]
+    ref_sparse = (ref_sims.sum(-1).mean(-1) * cm.repeat_interleave(t, 0)).sum() / (cm.sum() * t)
+    torch.testing.assert_close(sparse, ref_sparse)
+    weights = torch.randn_like(out)
+    ((out * weights).sum() + sparse).backward()
+    ((ref * weights).sum() + ref_sparse).backward()
+    for (name, p0), p1 in zip(layers[0].named_parameters(), layers[1].parameters()):
+        torch.testing.assert_close(p0.grad, p1.grad, msg=lambda m, name=name: f"{name}: {m}")

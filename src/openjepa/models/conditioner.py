@@ -5,7 +5,7 @@ word embeddings of each of the image's N captions (shared weights, batched over 
 
     a_n = MHA(Q = W_Q q, K = W_K t_n, V = W_V t_n)      padded words never attended
     q_n = q + a_n                                        residual cross-attention
-    q   = pool_n q_n   (element-wise max; padded captions excluded)
+    q   = pool_n q_n   (element-wise max; padded captions excluded)   = q + max_n a_n
     q   = LayerNorm(q + MLP(q))                          "then a two-layer MLP and LayerNorm"
 
 ``mlp="per_caption"`` runs the MLP + LayerNorm on every q_n before pooling instead (the other reading of the
@@ -32,29 +32,59 @@ from openjepa.models.layers import Mlp, init_weights
 
 @dataclass
 class ConditionState:
-    """Per-forward state: the captions, their masks repeated per target block, what the regularizers need.
+    """Per-forward state: the captions of each image, their masks, and what the regularizers need.
 
-    ``text`` stays one copy per image: keys and values are projected once per image and only then repeated
-    for the image's T target-block sequences (projecting repeated words would cost T times as much).
+    Everything is kept once per image (``B`` rows), not once per predictor sequence: a conditioned layer views
+    the image's T target-block sequences as one query sequence of ``T*L`` tokens (sequences are sample-major),
+    so keys, values and masks are never repeated T times. Build it with :meth:`build`.
     """
 
-    text: torch.Tensor  # [B, N, S, dt]
-    word_mask: torch.Tensor  # [BT, N, S] True = real word
-    caption_mask: torch.Tensor  # [BT, N] True = real caption
+    text: torch.Tensor  # [B, N, S, d] words, padded captions replaced by a copy of a real caption
+    word_mask: torch.Tensor  # [B, N, S] True = real word of a real caption (regularizers, metrics)
+    attn_mask: torch.Tensor  # [B, N, S] words the attention may use (those of the copied caption too)
+    caption_mask: torch.Tensor  # [B, N] True = real caption
     repeats: int = 1  # T: predictor sequences per image
-    sims: list[torch.Tensor] = field(default_factory=list)  # per conditioned layer: O [BT, N, L, S]
+    sims: list[torch.Tensor] = field(default_factory=list)  # per conditioned layer: O [B, N, T*L, S]
     entropies: list[torch.Tensor] = field(default_factory=list)  # per layer: mean attention entropy (detached)
+
+    @classmethod
+    def build(
+        cls, text: torch.Tensor, word_mask: torch.Tensor, caption_mask: torch.Tensor, repeats: int = 1
+    ) -> ConditionState:
+        """From ``text [B, N, S, d]``, ``word_mask [B, N, S]`` and ``caption_mask [B, N]``.
+
+        Each padded caption slot is filled with the image's first real caption. A max over captions is then
+        the max over the real ones with no masking of the big ``[B, N, T*L, d]`` tensors (a duplicate cannot
+        change a max, and the shared weights receive the same gradient); mean pooling and the regularizers
+        still use ``caption_mask``. An image without any caption attends to its first word slot (so no row
+        is fully masked) and keeps its tokens unconditioned.
+        """
+        word_mask = word_mask & caption_mask[..., None]
+        n = caption_mask.shape[1]
+        slots = torch.arange(n, device=caption_mask.device).expand_as(caption_mask)
+        first_real = torch.where(caption_mask, slots, n).amin(1, keepdim=True).clamp_max(n - 1)
+        source = torch.where(caption_mask, slots, first_real)  # [B, N]
+        gathered = torch.gather(text, 1, source[..., None, None].expand_as(text))
+        attn_mask = torch.gather(word_mask, 1, source[..., None].expand_as(word_mask)).clone()
+        attn_mask[..., 0] |= ~attn_mask.any(-1)
+        return cls(gathered, word_mask, attn_mask, caption_mask, repeats)
 
 
 def rectified_cosine(q: torch.Tensor, k: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
-    """O = max(cos(q_i, k_s), 0) for ``q [BT, L, d]`` and ``k [BT, N, S, d]`` -> ``[BT, N, L, S]``.
+    """O = max(cos(q_i, k_s), 0) for ``q [B, L, d]`` and ``k [B, N, S, d]`` -> ``[B, N, L, S]``.
 
     Padding words get 0.
     """
-    qn = F.normalize(q.float(), dim=-1)
-    kn = F.normalize(k.float(), dim=-1)
+    dtype = torch.promote_types(q.dtype, torch.float32)  # bf16/fp16 cosines are too coarse near 0
+    qn = F.normalize(q.to(dtype), dim=-1)
+    kn = F.normalize(k.to(dtype), dim=-1)
     cos = torch.einsum("bld,bnsd->bnls", qn, kn)
     return cos.clamp_min(0) * word_mask[:, :, None, :]
+
+
+def word_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of ``q [X, h, L, dh]`` to the words ``k, v [X, h, S, dh]``; ``mask [X, 1, 1, S]``."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 def center_words(k: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
@@ -76,20 +106,20 @@ def sparsity_and_consistency(
     """The two TC-JEPA regularizers from the per-layer rectified similarities.
 
     Args:
-        sims: one ``O [BT, N, L, S]`` per conditioned layer.
-        caption_mask: ``[BT, N]``; padded captions do not count.
+        sims: one ``O [B, N, L, S]`` per conditioned layer (L: all tokens of the image's sequences).
+        caption_mask: ``[B, N]``; padded captions do not count.
 
     Returns:
         ``(L_sparse, L_consistency)``: per caption, the mean over tokens i of (1/L) Σ_l ||O_i^(l)||_1 and of
         (1/L) Σ_l ||O_i^(l) − Ō_i||_1, then averaged over the real captions of the batch.
     """
-    stack = torch.stack(list(sims))  # [Lc, BT, N, L, S]
+    stack = torch.stack(list(sims))  # [Lc, B, N, L, S]
     mean_o = stack.mean(0)
-    sparse = stack.sum(-1).mean(0)  # (1/L) Σ_l ||O_i||_1 -> [BT, N, L]
+    sparse = stack.sum(-1).mean(0)  # (1/L) Σ_l ||O_i||_1 -> [B, N, L]
     consistency = (stack - mean_o).abs().sum(-1).mean(0)
     w = caption_mask.float()
     denom = w.sum().clamp_min(1.0)
-    per_caption_sparse = sparse.mean(-1)  # mean over tokens i -> [BT, N]
+    per_caption_sparse = sparse.mean(-1)  # mean over tokens i -> [B, N]
     per_caption_cons = consistency.mean(-1)
     return (per_caption_sparse * w).sum() / denom, (per_caption_cons * w).sum() / denom
 
@@ -128,62 +158,80 @@ class CrossAttentionLayer(nn.Module):
     def _mlp_norm(self, x: torch.Tensor) -> torch.Tensor:
         return self.norm(x + self.mlp(x))
 
-    def _pool(self, xs: torch.Tensor, caption_mask: torch.Tensor, fallback: torch.Tensor) -> torch.Tensor:
-        """Pools ``xs [BT, N, L, d]`` over captions; images without any caption keep ``fallback``."""
-        m = caption_mask[:, :, None, None]
-        if self.pooling == "max":
-            pooled = xs.masked_fill(~m, float("-inf")).amax(1)
-        else:
-            pooled = (xs * m).sum(1) / m.sum(1).clamp_min(1)
-        has_caption = caption_mask.any(1)[:, None, None]
-        return torch.where(has_caption, pooled, fallback)
-
     def forward(self, x: torch.Tensor, state: ConditionState) -> torch.Tensor:
+        """Conditions ``x [B*T, L, d]`` (sample-major predictor sequences) on the captions of ``state``."""
+        out, sims, entropy = self.attend(x, state.text, state.word_mask, state.attn_mask, state.caption_mask)
+        state.sims.append(sims)
+        state.entropies.append(entropy)
+        return out
+
+    def attend(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        word_mask: torch.Tensor,
+        attn_mask: torch.Tensor,
+        caption_mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The layer as a pure function of tensors (what ``compile_blocks`` compiles).
+
+        Returns the conditioned tokens, the rectified cosines ``O [B, N, T*L, S]`` and the attention entropy.
+        """
         bt, length, d = x.shape
-        _, n, s, _ = state.text.shape
+        b, n, s, _ = text.shape
+        tl = bt // b * length  # the image's T sequences as one query sequence (sample-major, so a view)
         h, dh = self.heads, d // self.heads
-        text = state.text.to(x.dtype)
-        q = self.q(self.norm_q(x))  # shared over captions: computed once
-        k = self.k(text)  # [B, N, S, d], projected once per image
+        text = text.to(x.dtype)
+        q = self.q(self.norm_q(x)).reshape(b, tl, d)  # shared over captions: computed once
+        k = self.k(text)  # [B, N, S, d]: once per image, not once per sequence
         if self.center_keys:
-            k = center_words(k, state.word_mask[:: state.repeats])
-        k = k.repeat_interleave(state.repeats, 0)  # [BT, N, S, d]
-        v = self.v(text).repeat_interleave(state.repeats, 0)
-        state.sims.append(rectified_cosine(q, k, state.word_mask))
-        # Every caption keeps at least one attendable word so padded captions do not produce NaN rows; their
-        # outputs are excluded from the pooling anyway.
-        word_mask = state.word_mask.clone()
-        word_mask[..., 0] |= ~state.caption_mask
-        qh = q.view(bt, 1, length, h, dh).expand(bt, n, length, h, dh).reshape(bt * n, length, h, dh).transpose(1, 2)
-        kh = k.reshape(bt * n, s, h, dh).transpose(1, 2)
-        vh = v.reshape(bt * n, s, h, dh).transpose(1, 2)
-        attn_mask = word_mask.reshape(bt * n, 1, 1, s)
-        a = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask)  # [BT*N, h, L, dh]
-        a = self.proj(a.transpose(1, 2).reshape(bt, n, length, d))
-        state.entropies.append(self._entropy(qh, kh, attn_mask))
-        xs = x[:, None] + a  # residual cross-attention, per caption
+            k = center_words(k, attn_mask)
+        v = self.v(text)
+        sims = rectified_cosine(q, k, word_mask)
+        # The only copy made N times is the query (SDPA wants one batch dimension); keys stay per caption.
+        qh = q[:, None].expand(b, n, tl, d).reshape(b * n, tl, h, dh).transpose(1, 2)
+        kh = k.reshape(b * n, s, h, dh).transpose(1, 2)
+        vh = v.reshape(b * n, s, h, dh).transpose(1, 2)
+        mask = attn_mask.reshape(b * n, 1, 1, s)
+        a = word_attention(qh, kh, vh, mask)  # [B*N, h, T*L, dh]
+        a = self.proj(a.transpose(1, 2).reshape(b, n, tl, d))  # per caption, before the residual
+        entropy = self._entropy(qh, kh, mask)
+        has_caption = caption_mask.any(1).repeat_interleave(bt // b)[:, None, None]
         if self.mlp_position == "per_caption":
-            return self._pool(self._mlp_norm(xs), state.caption_mask, self._mlp_norm(x))
-        return self._mlp_norm(self._pool(xs, state.caption_mask, x))
+            ys = self._mlp_norm(x.reshape(b, 1, tl, d) + a)
+            pooled = self._pool(ys, caption_mask).reshape(bt, length, d)
+            return torch.where(has_caption, pooled, self._mlp_norm(x)), sims, entropy
+        # max_n (x + a_n) = x + max_n a_n: the residual is added once, after pooling.
+        pooled = x + self._pool(a, caption_mask).reshape(bt, length, d)
+        return self._mlp_norm(torch.where(has_caption, pooled, x)), sims, entropy
+
+    def _pool(self, xs: torch.Tensor, caption_mask: torch.Tensor) -> torch.Tensor:
+        """Pools ``xs [B, N, T*L, d]`` over captions (padded slots hold copies of real captions)."""
+        if self.pooling == "max":
+            # .max(dim) saves only the argmax for backward (amax would keep the whole N-fold input).
+            return xs.max(1).values
+        m = caption_mask[:, :, None, None].to(xs.dtype)
+        return (xs * m).sum(1) / m.sum(1).clamp_min(1)
 
     @torch.no_grad()
     def attention_weights(self, x: torch.Tensor, state: ConditionState) -> torch.Tensor:
-        """Softmax attention of every token to every word, mean over heads: ``[BT, N, L, S]`` (for plots)."""
+        """Softmax attention of every token to every word, mean over heads: ``[B, N, T*L, S]`` (for plots)."""
         bt, length, d = x.shape
-        _, n, s, _ = state.text.shape
+        b, n, s, _ = state.text.shape
         h, dh = self.heads, d // self.heads
-        q = self.q(self.norm_q(x)).view(bt, length, h, dh)
+        q = self.q(self.norm_q(x)).reshape(b, bt // b * length, h, dh)
         k = self.k(state.text.to(x.dtype))
         if self.center_keys:
-            k = center_words(k, state.word_mask[:: state.repeats])
-        k = k.repeat_interleave(state.repeats, 0).view(bt, n, s, h, dh)
+            k = center_words(k, state.attn_mask)
+        k = k.view(b, n, s, h, dh)
         logits = torch.einsum("blhd,bnshd->bnhls", q.float(), k.float()) / dh**0.5
         logits = logits.masked_fill(~state.word_mask[:, :, None, None, :], float("-inf"))
         return logits.softmax(-1).nan_to_num(0.0).mean(2)
 
     @torch.no_grad()
-    def _entropy(self, qh: torch.Tensor, kh: torch.Tensor, attn_mask: torch.Tensor, rows: int = 64) -> torch.Tensor:
-        """Mean attention entropy (nats) over a few sequences: a cheap signal of peaked vs uniform attention."""
+    def _entropy(self, qh: torch.Tensor, kh: torch.Tensor, attn_mask: torch.Tensor, rows: int = 8) -> torch.Tensor:
+        """Mean attention entropy (nats) over a few (image, caption) pairs: a cheap signal of peaked vs uniform
+        attention."""
         q, k, m = qh[:rows].float(), kh[:rows].float(), attn_mask[:rows]
         logits = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
         p = logits.masked_fill(~m, float("-inf")).softmax(-1)
@@ -200,12 +248,11 @@ class AdaLNLayer(nn.Module):
         nn.init.zeros_(self.mod[1].bias)
 
     def forward(self, x: torch.Tensor, state: ConditionState) -> torch.Tensor:
-        t = state.repeats
-        w = state.word_mask[::t, ..., None].to(x.dtype)  # one row per image
+        w = state.word_mask[..., None].to(x.dtype)
         per_caption = (state.text.to(x.dtype) * w).sum(2) / w.sum(2).clamp_min(1)  # [B, N, dt]
-        c = state.caption_mask[::t, ..., None].to(x.dtype)
+        c = state.caption_mask[..., None].to(x.dtype)
         pooled = (per_caption * c).sum(1) / c.sum(1).clamp_min(1)  # [B, dt]
-        scale, shift = self.mod(pooled).repeat_interleave(t, 0).chunk(2, dim=-1)
+        scale, shift = self.mod(pooled).repeat_interleave(state.repeats, 0).chunk(2, dim=-1)
         return x * (1 + scale[:, None]) + shift[:, None]
 
 
@@ -271,20 +318,15 @@ class TextConditioner(nn.Module):
             nn.init.trunc_normal_(self.caption_embed, std=0.02, a=-0.04, b=0.04)
 
     def prepare(self, cond: dict[str, torch.Tensor], repeats: int) -> ConditionState:
-        """Repeats the caption tensors once per target block (sample-major, like the predictor)."""
+        """Norms and projects the words once per image; ``repeats`` = T sequences per image (sample-major)."""
         text, word_mask, caption_mask = cond["text_emb"], cond["text_mask"], cond["caption_mask"]
         if text.ndim != 4 or word_mask.shape != text.shape[:3] or caption_mask.shape != text.shape[:2]:
             raise ValueError(
                 "text conditioning expects text_emb [B,N,S,dt], text_mask [B,N,S], caption_mask [B,N]; got "
                 f"{tuple(text.shape)}, {tuple(word_mask.shape)}, {tuple(caption_mask.shape)}"
             )
-        word_mask = word_mask & caption_mask[..., None]
-        return ConditionState(
-            text=self.text_proj(self.text_norm(text.to(self.text_proj.weight.dtype))),
-            word_mask=word_mask.repeat_interleave(repeats, 0),
-            caption_mask=caption_mask.repeat_interleave(repeats, 0),
-            repeats=repeats,
-        )
+        words = self.text_proj(self.text_norm(text.to(self.text_proj.weight.dtype)))
+        return ConditionState.build(words, word_mask, caption_mask, repeats)
 
     def prefix(self, state: ConditionState) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``append`` mode: caption words as extra predictor tokens ``[BT, N*S, d]`` and their key mask."""
@@ -293,9 +335,9 @@ class TextConditioner(nn.Module):
         b, n, s, _ = state.text.shape
         if n > self.caption_embed.shape[1]:
             raise ValueError(f"append mode supports at most {self.caption_embed.shape[1]} captions, got {n}")
-        words = state.text + self.caption_embed[:, :n]
-        words = words.repeat_interleave(state.repeats, 0)
-        return words.reshape(b * state.repeats, n * s, -1), state.word_mask.reshape(b * state.repeats, n * s)
+        t = state.repeats
+        words = (state.text + self.caption_embed[:, :n]).repeat_interleave(t, 0)
+        return words.reshape(b * t, n * s, -1), state.word_mask.repeat_interleave(t, 0).reshape(b * t, n * s)
 
     def forward(self, layer: int, tokens: torch.Tensor, state: ConditionState) -> torch.Tensor:
         """Conditions ``tokens`` after predictor block ``layer`` (unchanged for unconditioned layers)."""
