@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The scenes experiments of docs/RESULTS.md, run one after the other on the CPU (about 3 hours on 2 cores).
-#   bash scripts/experiments.sh [group...]    groups: cpu-small seeds ablations stability (default: all)
+#   bash scripts/experiments.sh [group...]    groups: cpu-small seeds ablations stability stability-context
+#                                             (default: all)
 # Each run folder lands in runs/exp/<name>; scripts/summarize_runs.py turns them into tables and plots.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its 
 }
 
 mkdir -p "$OUT"
-groups=("$@"); [ ${#groups[@]} -eq 0 ] && groups=(cpu-small seeds ablations stability)
+groups=("$@"); [ ${#groups[@]} -eq 0 ] && groups=(cpu-small seeds ablations stability stability-context)
 for g in "${groups[@]}"; do
   case $g in
     cpu-small)
@@ -38,6 +39,10 @@ for g in "${groups[@]}"; do
       for m in ijepa tcjepa; do
         run $m-small-targets configs/$m/demo.yaml "mask.target_scale=[0.05,0.1]"
         run $m-large-targets configs/$m/demo.yaml "mask.target_scale=[0.25,0.35]"
+      done ;;
+    stability-context)  # a smaller context block (the default is [0.85, 1.0])
+      for m in ijepa tcjepa; do
+        run $m-small-context configs/$m/demo.yaml "mask.context_scale=[0.4,0.6]"
       done ;;
     *) echo "unknown group $g"; exit 2 ;;
   esac
