@@ -38,10 +38,43 @@ def final_loss(run: Path, key: str) -> float | None:
     return statistics.mean(vals[-3:]) if vals else None
 
 
-def fmt(values: list[float]) -> str:
+def fmt(values: list[float], digits: int = 1) -> str:
     if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def loss_curve(run: Path, key: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of one logged metric."""
+    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if key in r]
+    return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def loss_plot(curves: dict[str, list[tuple[list[int], list[float]]]], out: Path) -> None:
+    """Feature-prediction error over training, mean (line) and min-max (band) over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name, runs in curves.items():
+        n = min(len(steps) for steps, _ in runs)
+        steps = np.array(runs[0][0][:n])
+        vals = np.array([v[:n] for _, v in runs])
+        ax.plot(steps, vals.mean(0), label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.25)
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("prediction loss (smooth-L1)")
+    ax.set_title("feature-prediction error on scenes (each method against its own EMA teacher)", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
 
 
 def table(rows: dict[str, list[dict[str, float]]], columns: list[str] = COLUMNS) -> str:
@@ -93,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds: dict[str, list[dict[str, float]]] = {}
     random_init: list[dict[str, float]] = []
     losses: dict[str, list[float]] = {}
+    curves: dict[str, list[tuple[list[int], list[float]]]] = {}
     for name, rep in reports.items():
         m = re.fullmatch(r"(ijepa|tcjepa|clip)-s(\d+)", name)
         if not m:
@@ -103,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         key = "loss_pred" if m.group(1) == "tcjepa" else "loss"
         if m.group(1) != "clip" and (v := final_loss(runs[name], key)) is not None:
             losses.setdefault(m.group(1), []).append(v)
+            curves.setdefault(m.group(1), []).append(loss_curve(runs[name], key))
     labels = {"ijepa": "I-JEPA", "tcjepa": "TC-JEPA", "clip": "CLIP"}
     rows = {labels[k]: v for k, v in sorted(seeds.items(), key=lambda kv: list(labels).index(kv[0]))}
     if random_init:
@@ -115,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     if losses:
         print("\n## Final feature-prediction error (smooth-L1 on layer-normed teacher features, last 3 logs)\n")
         for k, v in losses.items():
-            print(f"- {labels[k]}: {fmt(v)} (runs: {len(v)})")
+            print(f"- {labels[k]}: {fmt(v, 4)} (runs: {len(v)})")
+        if args.png_dir:
+            loss_plot({labels[k]: v for k, v in curves.items()}, args.png_dir / "scenes_prediction_error.png")
 
     ablations = {n: [row_values(r["pretrained"])] for n, r in reports.items() if n.startswith("tc-")}
     if ablations:
