@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 TASKS = ["count", "largest_shape", "largest_color", "smallest_color", "leftmost_shape"]
-COLUMNS = [*TASKS, "dense_mIoU", "knn_mean", "linear_mean"]
+COLUMNS = [*TASKS, "dense_mIoU", "knn_mean", "linear_mean", "rankme"]
 
 
 def row_values(rep: dict) -> dict[str, float]:
@@ -26,6 +26,7 @@ def row_values(rep: dict) -> dict[str, float]:
     out["dense_mIoU"] = 100 * rep["dense"]["miou"]
     out["knn_mean"] = 100 * rep["knn_mean"]
     out["linear_mean"] = 100 * rep["linear_mean"]
+    out["rankme"] = rep["rankme"]  # effective rank of the features (collapse signal), not a percentage
     return out
 
 
