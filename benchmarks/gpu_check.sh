@@ -5,11 +5,7 @@
 #      with the host-synchronization check.
 # Usage: OUT=/tmp/out bash benchmarks/gpu_check.sh   (results as JSON lines in $OUT/bench.jsonl)
 set -uo pipefail
-OUT=${OUT:-/tmp/openjepa-gpu}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu_env.sh"
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
 echo "== 1. short CUDA training run"

@@ -3,11 +3,7 @@
 # cached caption embeddings (N=8 captions x 32 words, 384-d), eager and with regional torch.compile. The eager
 # ViT-L/16 TC-JEPA run also reports its 25 costliest operators. JSON lines in $OUT/bench.jsonl.
 set -uo pipefail
-OUT=${OUT:-/tmp/openjepa-gpu}
-mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-PY=${PY:-python3}
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+source "$(dirname "$0")/gpu_env.sh"
 B="$PY benchmarks/train_step.py configs/ijepa/vitb16-in1k.yaml --device cuda --json --steps 10 --warmup 3"
 L="model.arch=vit_large model.pred_depth=12"
 for size in "$L" ""; do

@@ -19,7 +19,6 @@ import torch
 from openjepa.data.images import build_dataset
 from openjepa.data.loader import BatchPlan, build_pretrain_loader
 from openjepa.data.transforms import RandomResizedCrop
-from openjepa.methods.ijepa import feature_loss
 from openjepa.train.checkpoint import load_method
 from openjepa.train.loop import build_mask_sampler, build_text_batcher
 
@@ -53,13 +52,10 @@ def caption_use(ckpt: str, batches: int, batch_size: int, seed: int) -> dict[str
         text_batcher=text_batcher,
     )
     totals: dict[str, float] = {}
-    for batch in loader:
-        target = method.targets(batch["image"], batch["tgt_idx"])
-        z = method.encoder(batch["image"], keep=batch["ctx_idx"])
+    for step, batch in enumerate(loader):
         for name, cond in conditions(batch).items():
-            pred = method.predictor(z, batch["ctx_idx"], batch["tgt_idx"], cond)
-            loss = feature_loss(pred, target, method.loss_kind).item()
-            totals[name] = totals.get(name, 0.0) + loss / batches
+            _, metrics = method({**batch, **cond}, step)  # the training forward; its prediction term only
+            totals[name] = totals.get(name, 0.0) + metrics["loss_pred"].item() / batches
     return totals
 
 

@@ -30,15 +30,6 @@ def row_values(rep: dict) -> dict[str, float]:
     return out
 
 
-def final_loss(run: Path, key: str) -> float | None:
-    """Mean of the last three logged values of ``key`` (the feature-prediction error at the end)."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    vals = [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
-    return statistics.mean(vals[-3:]) if vals else None
-
-
 def fmt(values: list[float], digits: int = 1) -> str:
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
@@ -46,9 +37,17 @@ def fmt(values: list[float], digits: int = 1) -> str:
 
 
 def loss_curve(run: Path, key: str) -> tuple[list[int], list[float]]:
-    """(steps, values) of one logged metric."""
-    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if key in r]
+    """(steps, values) of one logged metric (empty when the run has no log)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return [], []
+    rows = [r for r in map(json.loads, path.read_text().splitlines()) if key in r]
     return [r["step"] for r in rows], [r[key] for r in rows]
+
+
+def final_loss(curve: tuple[list[int], list[float]]) -> float | None:
+    """Mean of the last three logged values (the feature-prediction error at the end)."""
+    return statistics.mean(curve[1][-3:]) if curve[1] else None
 
 
 def loss_plot(curves: dict[str, list[tuple[list[int], list[float]]]], out: Path) -> None:
@@ -136,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         if m.group(1) == "ijepa" and "random_init" in rep:
             random_init.append(row_values(rep["random_init"]))
         key = "loss_pred" if m.group(1) == "tcjepa" else "loss"
-        if m.group(1) != "clip" and (v := final_loss(runs[name], key)) is not None:
+        curve = loss_curve(runs[name], key)
+        if m.group(1) != "clip" and (v := final_loss(curve)) is not None:
             losses.setdefault(m.group(1), []).append(v)
-            curves.setdefault(m.group(1), []).append(loss_curve(runs[name], key))
+            curves.setdefault(m.group(1), []).append(curve)
     labels = {"ijepa": "I-JEPA", "tcjepa": "TC-JEPA", "clip": "CLIP"}
     rows = {labels[k]: v for k, v in sorted(seeds.items(), key=lambda kv: list(labels).index(kv[0]))}
     if random_init:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             run = runs.get(n.split(" ")[0])
             if run is not None:
                 key = "loss_pred" if n.startswith("tcjepa") else "loss"
-                v = final_loss(run, key)
+                v = final_loss(loss_curve(run, key))
                 print(f"- {n}: final prediction loss {v:.4f}" if v is not None else f"- {n}: no loss logged")
         if args.png_dir:
             bar_plot(stability, args.png_dir / "scenes_stability.png", "block-scale stability (seed 0)")
