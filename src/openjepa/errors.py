@@ -19,3 +19,26 @@ class NonFiniteLossError(OpenJepaError, RuntimeError):
 
 class DataError(OpenJepaError, RuntimeError):
     """Input data that cannot be used (too many unreadable files, malformed lists...)."""
+
+
+class CorruptFileError(OpenJepaError, OSError):
+    """A data file exists but cannot be decoded (truncated image or video, wrong format...).
+
+    Readers raise a subclass (``CorruptImageError``, ``CorruptVideoError``); ``SkipCorrupt`` skips, counts
+    and reports any of them.
+
+    Attributes:
+        path: the file.
+        reason: what the decoder said.
+    """
+
+    kind = "file"
+
+    def __init__(self, path: object, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"cannot decode {self.kind} {self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:
+        # Keeps (path, reason) when the error crosses from a loader worker process to the main one.
+        return (type(self), (self.path, self.reason))

@@ -208,7 +208,7 @@ def test_skip_corrupt_wraps_around_and_gives_up(tmp_path, image_writer, truncate
     ds = SkipCorrupt(ImageFolderDataset(tmp_path), max_tries=4)
     item = ds[2]
     assert item["path"].endswith("0.png") and len(item["skipped"]) == 2
-    with pytest.raises(DataError, match=r"3 consecutive images .*1\.png.*2\.png.*3\.png"):
+    with pytest.raises(DataError, match=r"3 consecutive files .*1\.png.*2\.png.*3\.png"):
         SkipCorrupt(ImageFolderDataset(tmp_path), max_tries=3)[1]
 
 

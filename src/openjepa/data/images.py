@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,12 +19,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from openjepa.config import ConfigError, DataConfig
-from openjepa.errors import DataError
+from openjepa.errors import CorruptFileError, DataError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 
 
-class CorruptImageError(Exception):
+class CorruptImageError(CorruptFileError):
     """An image file exists but cannot be decoded (truncated, not an image, broken header...).
 
     Attributes:
@@ -31,14 +32,7 @@ class CorruptImageError(Exception):
         reason: what the decoder said.
     """
 
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot decode image {self.path}: {reason}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Keeps (path, reason) when the error crosses from a loader worker process to the main one.
-        return (type(self), (self.path, self.reason))
+    kind = "image"
 
 
 def is_image_file(name: str | os.PathLike) -> bool:
@@ -340,6 +334,14 @@ class SkipCorrupt(torch.utils.data.Dataset):
         return len(self.dataset)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.read(i, lambda j: self.dataset[j])
+
+    def clip(self, i: int, rng: Any) -> dict[str, Any]:
+        """A training clip of video item ``i`` (see the video datasets' ``clip``), skipping unreadable videos."""
+        return self.read(i, lambda j: self.dataset.clip(j, rng))
+
+    def read(self, i: int, reader: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        """``reader(j)`` for ``j = i, i+1, ...`` until one succeeds; the item lists what was skipped."""
         n = len(self)
         i = int(i)
         if not -n <= i < n:  # plain iteration over the dataset relies on IndexError to stop
@@ -349,8 +351,8 @@ class SkipCorrupt(torch.utils.data.Dataset):
         for k in range(min(self.max_tries, n)):
             j = (i + k) % n
             try:
-                item = self.dataset[j]
-            except CorruptImageError as err:
+                item = reader(j)
+            except CorruptFileError as err:
                 skipped.append(f"{err.path}: {err.reason}")
                 continue
             except FileNotFoundError as err:
@@ -359,7 +361,7 @@ class SkipCorrupt(torch.utils.data.Dataset):
             item["skipped"] = skipped
             return item
         raise DataError(
-            f"{len(skipped)} consecutive images from index {i} could not be read: " + "; ".join(skipped)
+            f"{len(skipped)} consecutive files from index {i} could not be read: " + "; ".join(skipped)
         )
 
     def __getattr__(self, name: str) -> Any:
