@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 .PHONY: demo demo-ijepa test lint setup
 
 setup:
-	bash scripts/bootstrap.sh dev,text
+	bash scripts/bootstrap.sh dev,text,video
 
 ## Main job: I-JEPA and TC-JEPA demo pretraining on the built-in scenes data, probe reports side by side.
 demo: setup

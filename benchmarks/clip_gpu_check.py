@@ -29,7 +29,7 @@ def batch(b, n=8, s=32, dt=384, size=224):
 
 
 for kind in ("clip", "siglip"):
-    cfg = load_config(None, ["method=clip", "model.arch=vit_small", f"text.clip_loss={kind}", "text.dim=384"])
+    cfg = load_config(None, ["method=clip", "model.arch=vit_small", f"clip.loss={kind}", "text.dim=384"])
     torch.manual_seed(0)
     m = CLIP(cfg, 100).to(dev)
     opt = torch.optim.AdamW(m.param_groups(), lr=1e-4, fused=True)

@@ -1,7 +1,7 @@
 """TC-JEPA's training cost over I-JEPA's: analytic FLOPs per step (same encoder, masks and batch).
 
 Counts both methods' steps with the shapes of real masks of the config (mean over a few batches) and
-cached caption embeddings (N captions of S words), for ``text.mlp=after_pool`` and ``per_caption``.
+cached caption embeddings (N captions of S words), for ``tcjepa.mlp=after_pool`` and ``per_caption``.
 Measured GPU times come from ``benchmarks/train_step.py ... method=tcjepa`` (see benchmarks/gpu_check.sh).
 
 Example:
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"model": name, "ctx_tokens": round(kc, 1), "tgt_tokens": round(kt, 1),
                "ijepa_tflop_per_step": round(f_i.total / 1e12, 2)}
         for mlp in ("after_pool", "per_caption"):
-            tc = load_config(path, [*base, "method=tcjepa", f"text.mlp={mlp}"])
+            tc = load_config(path, [*base, "method=tcjepa", f"tcjepa.mlp={mlp}"])
             f_t = step_flops(tc, args.batch_size, round(kc), t, round(kt), args.captions, args.words)
             row[f"tcjepa_{mlp}_tflop_per_step"] = round(f_t.total / 1e12, 2)
             row[f"ratio_{mlp}"] = round(f_t.total / f_i.total, 3)

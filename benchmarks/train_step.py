@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from openjepa.config import Config, load_config
-from openjepa.methods.base import build_method
+from openjepa.methods import build_method
 from openjepa.models.vit import vit_spec
 from openjepa.train.dist import pick_device
 from openjepa.train.loop import Precision, TrainStep, build_mask_sampler, compile_blocks
@@ -54,10 +54,10 @@ def conditioner_forward_flops(cfg: Config, seq_tokens: int, captions: int, words
     """Forward FLOPs of TC-JEPA's text conditioner on one predictor sequence of ``seq_tokens`` tokens.
 
     Per conditioned layer: the query projection once; key/value projections, attention, rectified cosines and
-    the output projection once per caption; the MLP once after pooling (``text.mlp=after_pool``) or once per
+    the output projection once per caption; the MLP once after pooling (``tcjepa.mlp=after_pool``) or once per
     caption (``per_caption``).
     """
-    if cfg.text.mode != "xattn":
+    if cfg.tcjepa.mode != "xattn":
         return 0.0
     d, dt, n, s, length = cfg.model.pred_dim, cfg.text.dim, captions, words, seq_tokens
     # Words are projected to width d once per image (shared by all layers), then to keys and values once per
@@ -66,8 +66,8 @@ def conditioner_forward_flops(cfg: Config, seq_tokens: int, captions: int, words
     text_proj = n * 2 * s * dt * d / t
     kv = 2 * 2 * s * d * d / t
     per_caption = kv + 2 * 2 * length * s * d + 2 * length * s * d + 2 * length * d * d
-    mlp = 2 * length * d * 4 * d * 2 * (n if cfg.text.mlp == "per_caption" else 1)
-    layers = len(cfg.text.layers) if cfg.text.layers is not None else cfg.model.pred_depth
+    mlp = 2 * length * d * 4 * d * 2 * (n if cfg.tcjepa.mlp == "per_caption" else 1)
+    layers = len(cfg.tcjepa.layers) if cfg.tcjepa.layers is not None else cfg.model.pred_depth
     return text_proj + layers * (2 * length * d * d + n * per_caption + mlp)
 
 

@@ -16,10 +16,10 @@ import sys
 
 import torch
 
-from openjepa.data.images import build_dataset
+from openjepa.data.sources import build_dataset
 from openjepa.data.loader import BatchPlan, build_pretrain_loader
 from openjepa.data.transforms import RandomResizedCrop
-from openjepa.train.checkpoint import load_method
+from openjepa.methods.load import load_method
 from openjepa.train.loop import build_mask_sampler, build_text_batcher
 
 TEXT_KEYS = ("text_emb", "text_mask", "caption_mask")

@@ -30,11 +30,11 @@ for g in "${groups[@]}"; do
         run clip-s$s configs/clip/demo.yaml train.seed=$s
       done ;;
     ablations)  # TC-JEPA variants, seed 0 (compare with tcjepa-s0)
-      run tc-noreg configs/tcjepa/demo.yaml text.sparse_weight=0 text.consistency_weight=0
-      run tc-onelayer configs/tcjepa/demo.yaml "text.layers=[3]"
+      run tc-noreg configs/tcjepa/demo.yaml tcjepa.sparse_weight=0 tcjepa.consistency_weight=0
+      run tc-onelayer configs/tcjepa/demo.yaml "tcjepa.layers=[3]"
       run tc-n1 configs/tcjepa/demo.yaml text.num_captions=1
       run tc-n8 configs/tcjepa/demo.yaml text.num_captions=8
-      run tc-meanpool configs/tcjepa/demo.yaml text.pooling=mean ;;
+      run tc-meanpool configs/tcjepa/demo.yaml tcjepa.pooling=mean ;;
     stability)  # context / target block-scale ranges, I-JEPA vs TC-JEPA, seed 0 (the default is the seeds row)
       for m in ijepa tcjepa; do
         run $m-small-targets configs/$m/demo.yaml "mask.target_scale=[0.05,0.1]"

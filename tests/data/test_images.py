@@ -15,10 +15,10 @@ from openjepa.data.images import (
     ImageFolderDataset,
     JsonlImageDataset,
     SkipCorrupt,
-    build_dataset,
     load_image,
 )
 from openjepa.data.scenes import ScenesDataset
+from openjepa.data.sources import build_dataset
 from openjepa.errors import DataError
 
 # ----------------------------------------------------------------------------- load_image

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from openjepa.config import ConfigError, load_config
-from openjepa.methods.base import build_method
+from openjepa.methods import build_method
 from openjepa.methods.clip import (
     CLIP,
     CLIP_INIT_LOG_SCALE,
@@ -22,7 +22,7 @@ from openjepa.methods.contrastive_losses import clip_loss, i2t_accuracy, siglip_
 
 TEXT_DIM = 16
 SMALL = [
-    "method=clip", "model.arch=vit_pico", "data.image_size=32", "model.patch_size=8", "text.clip_dim=32",
+    "method=clip", "model.arch=vit_pico", "data.image_size=32", "model.patch_size=8", "clip.dim=32",
     f"text.dim={TEXT_DIM}",
 ]
 
@@ -138,7 +138,7 @@ def test_no_valid_pair_gives_exact_zero_with_finite_grads(kind):
 
 
 def _cfg(kind="clip", extra=()):
-    return load_config(None, [*SMALL, f"text.clip_loss={kind}", *extra])
+    return load_config(None, [*SMALL, f"clip.loss={kind}", *extra])
 
 
 def _batch(b=6, n=3, s=5, seed=0, dtype=torch.float16):
@@ -254,7 +254,7 @@ def test_init_values_metrics_and_contract():
     _, metrics = sig(_batch(), 0)
     assert set(metrics) == {"loss", "logit_scale", "acc_i2t", "logit_bias"}
     assert metrics["logit_scale"].item() == pytest.approx(10.0, rel=1e-5)
-    assert clip.needs_masks is False
+    assert clip.uses_masks is False
     assert clip.encoder_for_eval() is clip.encoder
     assert clip.encoder_for_eval()(torch.randn(2, 3, 32, 32)).shape == (2, 16, 96)
 

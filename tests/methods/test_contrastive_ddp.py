@@ -26,7 +26,7 @@ WORLD = 2
 LOCAL_B = 4
 TEXT_DIM = 12
 SMALL = [
-    "method=clip", "model.arch=vit_pico", "model.patch_size=8", "data.image_size=32", "text.clip_dim=24",
+    "method=clip", "model.arch=vit_pico", "model.patch_size=8", "data.image_size=32", "clip.dim=24",
     f"text.dim={TEXT_DIM}",
 ]
 # name -> (loss kind, which images of the global batch have no caption)
@@ -65,7 +65,7 @@ def _slice(batch, rank):
 
 def _model(kind):
     torch.manual_seed(0)  # identical init on every rank and in the reference
-    return CLIP(load_config(None, [*SMALL, f"text.clip_loss={kind}"]), total_steps=10)
+    return CLIP(load_config(None, [*SMALL, f"clip.loss={kind}"]), total_steps=10)
 
 
 def _grads(model):

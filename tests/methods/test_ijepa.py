@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from openjepa.config import load_config
-from openjepa.methods.base import build_method, split_decay
+from openjepa.methods import build_method
+from openjepa.methods.base import split_decay
 from openjepa.methods.ijepa import IJEPA, feature_loss
 from openjepa.methods.teachers import EMATeacher
 
@@ -18,8 +19,12 @@ def _batch(b=3):
     g = torch.Generator().manual_seed(1)
     return {
         "image": torch.randn(b, 3, 32, 32, generator=g),
-        "ctx_idx": torch.stack([torch.randperm(16, generator=g)[:9].sort().values for _ in range(b)]),
-        "tgt_idx": torch.stack([torch.randperm(16, generator=g)[:8].reshape(2, 4) for _ in range(b)]),
+        "masks": [
+            {
+                "ctx_idx": torch.stack([torch.randperm(16, generator=g)[:9].sort().values for _ in range(b)]),
+                "tgt_idx": torch.stack([torch.randperm(16, generator=g)[:8].reshape(2, 4) for _ in range(b)]),
+            }
+        ],
     }
 
 
@@ -46,11 +51,11 @@ def test_targets_are_layer_normed_teacher_features_at_target_positions():
     cfg = load_config(None, SMALL)
     m = IJEPA(cfg, 10)
     batch = _batch()
-    t = m.targets(batch["image"], batch["tgt_idx"])
+    t = m.targets(batch["image"], batch["masks"][0]["tgt_idx"])
     h = m.teacher(batch["image"])
     h = (h - h.mean(-1, keepdim=True)) / torch.sqrt(h.var(-1, unbiased=False, keepdim=True) + 1e-5)
     b, k = 1, 1
-    torch.testing.assert_close(t[b, k], h[b, batch["tgt_idx"][b, k]], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(t[b, k], h[b, batch["masks"][0]["tgt_idx"][b, k]], rtol=1e-4, atol=1e-4)
     assert t.shape == (3, 2, 4, m.encoder.embed_dim)
 
 
@@ -68,7 +73,7 @@ def test_gradients_reach_encoder_and_predictor_not_teacher():
     loss.backward()
     assert metrics["loss"].requires_grad is False
     assert m.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    assert m.predictor.mask_token.grad.abs().sum() > 0
+    assert m.predictor.mask_tokens.grad.abs().sum() > 0
     assert all(p.grad is None for p in m.teacher.parameters())
 
 
@@ -78,7 +83,7 @@ def test_param_groups_no_decay_on_biases_and_norms():
     decay, no_decay = m.param_groups()
     assert decay["apply_wd"] and not no_decay["apply_wd"] and no_decay["weight_decay"] == 0.0
     assert all(p.ndim >= 2 for p in decay["params"])
-    assert all(p.ndim <= 1 or p is m.predictor.mask_token for p in no_decay["params"])
+    assert all(p.ndim <= 1 or p is m.predictor.mask_tokens for p in no_decay["params"])
     ids = {id(p) for p in m.teacher.parameters()}
     assert not ids & {id(p) for g in (decay, no_decay) for p in g["params"]}
     n_train = sum(p.numel() for p in m.encoder.parameters()) + sum(p.numel() for p in m.predictor.parameters())
@@ -89,7 +94,7 @@ def test_param_groups_no_decay_on_biases_and_norms():
 
 
 def test_momentum_schedule_and_after_step():
-    cfg = load_config(None, [*SMALL, "optim.ema=[0.5,1.0]"])
+    cfg = load_config(None, [*SMALL, "teacher.momentum=[0.5,1.0]"])
     m = IJEPA(cfg, 10)
     assert m.momentum(0) == pytest.approx(0.5) and m.momentum(5) == pytest.approx(0.75)
     teacher_before = copy.deepcopy(m.teacher.model)

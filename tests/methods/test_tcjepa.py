@@ -21,8 +21,12 @@ def _batch(b=2, n=3, s=5):
     wm[:, :, -1] = False
     return {
         "image": torch.randn(b, 3, 32, 32, generator=g),
-        "ctx_idx": torch.stack([torch.randperm(16, generator=g)[:9].sort().values for _ in range(b)]),
-        "tgt_idx": torch.stack([torch.randperm(16, generator=g)[:8].reshape(2, 4) for _ in range(b)]),
+        "masks": [
+            {
+                "ctx_idx": torch.stack([torch.randperm(16, generator=g)[:9].sort().values for _ in range(b)]),
+                "tgt_idx": torch.stack([torch.randperm(16, generator=g)[:8].reshape(2, 4) for _ in range(b)]),
+            }
+        ],
         "text_emb": torch.randn(b, n, s, 12, generator=g),
         "text_mask": wm,
         "caption_mask": cm,
@@ -36,10 +40,10 @@ def test_total_loss_and_diagnostics():
     loss, metrics = m(batch, 0)
     expected = metrics["loss_pred"] + 0.1 * metrics["loss_sparse"] + 0.5 * metrics["loss_consistency"]
     torch.testing.assert_close(loss.detach(), expected)
-    target = m.targets(batch["image"], batch["tgt_idx"])
-    z = m.encoder(batch["image"], keep=batch["ctx_idx"])
+    target = m.targets(batch["image"], batch["masks"][0]["tgt_idx"])
+    z = m.encoder(batch["image"], keep=batch["masks"][0]["ctx_idx"])
     cond = {k: batch[k] for k in ("text_emb", "text_mask", "caption_mask")}
-    pred = m.predictor(z, batch["ctx_idx"], batch["tgt_idx"], cond)
+    pred = m.predictor(z, batch["masks"][0]["ctx_idx"], batch["masks"][0]["tgt_idx"], cond)
     torch.testing.assert_close(metrics["loss_pred"], feature_loss(pred, target, "smooth_l1").detach())
     for layer in range(3):
         assert 0 <= metrics[f"pos_frac/l{layer}"] <= 1
@@ -52,7 +56,7 @@ def test_total_loss_and_diagnostics():
 
 def test_regularizer_weights_and_missing_text():
     torch.manual_seed(0)
-    m = TCJEPA(load_config(None, [*SMALL, "text.sparse_weight=0", "text.consistency_weight=0"]), 10)
+    m = TCJEPA(load_config(None, [*SMALL, "tcjepa.sparse_weight=0", "tcjepa.consistency_weight=0"]), 10)
     loss, metrics = m(_batch(), 0)
     torch.testing.assert_close(loss.detach(), metrics["loss_pred"])
     batch = _batch()
@@ -64,7 +68,7 @@ def test_regularizer_weights_and_missing_text():
 @pytest.mark.parametrize("mode", ["adaln", "append"])
 def test_ablation_modes_train(mode):
     torch.manual_seed(0)
-    m = TCJEPA(load_config(None, [*SMALL, f"text.mode={mode}"]), 10)
+    m = TCJEPA(load_config(None, [*SMALL, f"tcjepa.mode={mode}"]), 10)
     loss, metrics = m(_batch(), 0)
     assert torch.isfinite(loss) and metrics["loss_sparse"] == 0
     loss.backward()
@@ -73,7 +77,7 @@ def test_ablation_modes_train(mode):
 
 def test_append_mode_ignores_padded_words():
     torch.manual_seed(0)
-    m = TCJEPA(load_config(None, [*SMALL, "text.mode=append"]), 10).eval()
+    m = TCJEPA(load_config(None, [*SMALL, "tcjepa.mode=append"]), 10).eval()
     batch = _batch()
     loss_a, _ = m(batch, 0)
     batch["text_emb"][~batch["text_mask"]] = 1e4  # garbage in padded positions

@@ -100,7 +100,7 @@ def test_conditioner_layers_and_modes():
     assert sparse > 0 and cons == 0  # one conditioned layer so far: nothing to be inconsistent with
     c(3, y, state)
     assert c.regularizers(state)[1] > 0
-    with pytest.raises(ValueError, match="text.layers"):
+    with pytest.raises(ValueError, match="tcjepa.layers"):
         TextConditioner(dim=16, text_dim=12, depth=4, layers=[4])
     ada = TextConditioner(dim=16, text_dim=12, depth=2, mode="adaln")
     torch.testing.assert_close(ada(0, x, ada.prepare(cond, 2)), x)  # zero-init modulation: identity at start

@@ -42,6 +42,9 @@ class RecordingConditioner(nn.Module):
     def prepare(self, cond, repeats):
         return cond.repeat_interleave(repeats, dim=0)
 
+    def prefix(self, state):
+        return None
+
     def forward(self, layer, tokens, state):
         self.calls.append((layer, tokens.shape))
         return tokens + self.scale * state[:, None, :]

@@ -8,12 +8,7 @@ import torch
 from openjepa.config import ConfigError, load_config
 from openjepa.errors import CheckpointError, NonFiniteLossError
 from openjepa.methods.ijepa import IJEPA
-from openjepa.train.checkpoint import (
-    export_encoder,
-    load_checkpoint,
-    load_eval_encoder,
-    load_exported_encoder,
-)
+from openjepa.checkpoints import export_encoder, load_checkpoint, load_encoder
 from openjepa.train.logger import read_metrics
 from openjepa.train.loop import train
 
@@ -31,7 +26,7 @@ def test_short_run_writes_everything_and_learns(tmp_path, tiny_overrides):
         assert (run / name).is_file(), name
     records = read_metrics(run / "metrics.jsonl")
     assert [r["step"] for r in records] == list(range(2, 33, 2))
-    assert all(k in records[0] for k in ("loss", "lr", "wd", "ema", "images_per_s", "epoch", "skipped"))
+    assert all(k in records[0] for k in ("loss", "lr", "wd", "ema", "samples_per_s", "epoch", "skipped"))
     assert "rankme" in records[1] and 1.0 <= records[1]["rankme"] <= 96
     # lr follows warmup (8 steps) then cosine; the loss goes down over the run.
     assert records[0]["lr"] < records[3]["lr"]
@@ -116,8 +111,8 @@ def test_export_roundtrip(tmp_path, tiny_overrides):
     weights, config = export_encoder(tmp_path / "r", tmp_path / "enc.safetensors")
     meta = json.loads(config.read_text())
     assert meta["arch"] == "vit_pico" and meta["kwargs"]["patch_size"] == 8
-    exported = load_exported_encoder(weights)
-    teacher, _, _ = load_eval_encoder(tmp_path / "r")
+    exported = load_encoder(weights)
+    teacher = load_encoder(tmp_path / "r")
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(exported(x), teacher(x))
     with pytest.raises(ValueError, match=r"\.safetensors"):
@@ -148,7 +143,7 @@ def test_corrupt_images_are_skipped_counted_and_reported(tmp_path, tiny_override
     records = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert records[-1]["skipped"] == 2  # the bad file is met once per epoch, and never trained on
     assert any("000.png" in s for s in result.skipped)
-    assert "skipped 2 unreadable image(s)" in capsys.readouterr().err
+    assert "skipped 2 unreadable file(s)" in capsys.readouterr().err
     # Too many bad files: the run stops and names them instead of training on what is left.
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -5,9 +5,14 @@ line parser, does not pull in torch.
 
 - :mod:`openjepa.data.scenes`: :class:`ScenesDataset`, :func:`patch_labels`, ``SEG_CLASSES``.
 - :mod:`openjepa.data.images`: :func:`load_image`, :class:`ImageFolderDataset`,
-  :class:`JsonlImageDataset`, :class:`SkipCorrupt`, :class:`CorruptImageError`, :func:`build_dataset`.
+  :class:`JsonlImageDataset`, :class:`SkipCorrupt`, :class:`CorruptImageError`.
+- :mod:`openjepa.data.sources`: :func:`build_dataset` (``data.source`` -> dataset), :func:`source_kind`.
+- :mod:`openjepa.data.pipeline`: the pretraining loader built from what a method needs.
 - :mod:`openjepa.data.transforms`: :class:`RandomResizedCrop`, :func:`to_tensor`, :func:`eval_transform`.
-- :mod:`openjepa.data.export`: :func:`export_scenes`.
+- :mod:`openjepa.data.sprites`: :class:`SpritesDataset` (built-in videos with motion labels).
+- :mod:`openjepa.data.video`: :class:`VideoFileDataset` (PyAV), :func:`read_frames`, :func:`write_video`.
+- :mod:`openjepa.data.video_transforms`: :class:`VideoRandomResizedCrop`, :class:`VideoEvalTransform`.
+- :mod:`openjepa.data.export`: :func:`export_scenes`, :func:`export_sprites`; :mod:`openjepa.data.manifest`.
 """
 
 from __future__ import annotations
@@ -22,7 +27,6 @@ _EXPORTS = {
         "ImageFolderDataset",
         "JsonlImageDataset",
         "SkipCorrupt",
-        "build_dataset",
         "load_image",
         "IMAGE_EXTENSIONS",
     ),
@@ -35,7 +39,12 @@ _EXPORTS = {
         "eval_transform",
         "to_tensor",
     ),
-    "export": ("export_scenes",),
+    "export": ("export_scenes", "export_sprites"),
+    "manifest": ("check_export",),
+    "sprites": ("SpritesDataset",),
+    "video": ("VideoFileDataset", "CorruptVideoError", "read_frames", "write_video"),
+    "video_transforms": ("VideoRandomResizedCrop", "VideoEvalTransform"),
+    "sources": ("build_dataset", "source_kind"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -18,7 +18,6 @@ from typing import IO, Any
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from openjepa.config import ConfigError, DataConfig
 from openjepa.errors import CorruptFileError, DataError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
@@ -340,6 +339,10 @@ class SkipCorrupt(torch.utils.data.Dataset):
         """A training clip of video item ``i`` (see the video datasets' ``clip``), skipping unreadable videos."""
         return self.read(i, lambda j: self.dataset.clip(j, rng))
 
+    def eval_clips(self, i: int, num_clips: int) -> dict[str, Any]:
+        """``num_clips`` evenly spaced clips of video item ``i``, skipping unreadable videos."""
+        return self.read(i, lambda j: self.dataset.eval_clips(j, num_clips))
+
     def read(self, i: int, reader: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
         """``reader(j)`` for ``j = i, i+1, ...`` until one succeeds; the item lists what was skipped."""
         n = len(self)
@@ -373,64 +376,3 @@ class SkipCorrupt(torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         return f"SkipCorrupt({self.dataset!r}, max_tries={self.max_tries})"
-
-
-def build_dataset(
-    cfg: DataConfig, split: str = "train", seed: int = 0, size: int | None = None
-) -> torch.utils.data.Dataset:
-    """The dataset named by ``cfg.source``.
-
-    - ``scenes``: :class:`~openjepa.data.scenes.ScenesDataset` of ``split`` at ``cfg.image_size`` with
-      ``cfg.scenes`` parameters; ``size`` items (default ``cfg.train_size``, for every split: evaluation
-      code passes its own ``size``).
-    - ``folder``: :class:`ImageFolderDataset` of ``cfg.path``.
-    - ``jsonl``: :class:`JsonlImageDataset` of ``cfg.path``.
-
-    File sources are wrapped in :class:`SkipCorrupt`. They read ``cfg.path`` whatever ``split`` is: point
-    ``data.path`` at the split you want.
-
-    Args:
-        cfg: the data config.
-        split: ``train``, ``val`` or ``test`` (scenes only).
-        seed: scenes seed.
-        size: scenes dataset size (overrides ``cfg.train_size``).
-
-    Raises:
-        ConfigError: unknown source, or a file source without ``data.path``.
-    """
-    if cfg.source == "scenes":
-        from openjepa.data.scenes import ScenesDataset
-
-        return ScenesDataset(
-            split=split,
-            size=cfg.train_size if size is None else size,
-            image_size=cfg.image_size,
-            max_objects=cfg.scenes.max_objects,
-            caption_noise=cfg.scenes.caption_noise,
-            seed=seed,
-        )
-    readers = {
-        "folder": ("images", lambda p: ImageFolderDataset(p)),
-        "jsonl": ("list.jsonl", lambda p: JsonlImageDataset(p)),
-        "captions": ("captions.csv", _caption_table),
-        "wds": ("shards/{000000..000099}.tar", _tar_shards),
-    }
-    if cfg.source not in readers:
-        raise ConfigError(f"unknown data.source={cfg.source!r}; expected scenes, {', '.join(readers)}")
-    example, reader = readers[cfg.source]
-    if not cfg.path:
-        raise ConfigError(f"data.path is required when data.source={cfg.source!r}: pass data.path=/path/to/{example}")
-    return SkipCorrupt(reader(cfg.path))
-
-
-def _caption_table(path: str) -> torch.utils.data.Dataset:
-    from openjepa.data.captions import CaptionTableDataset
-
-    return CaptionTableDataset(path)
-
-
-def _tar_shards(path: str) -> torch.utils.data.Dataset:
-    from openjepa.data.wds import TarShardDataset
-
-    return TarShardDataset(path)
-

@@ -152,12 +152,14 @@ def eval_transform(size: int) -> EvalTransform:
 
 
 class TrainTransform:
-    """Random resized crop then normalize: the I-JEPA pretraining augmentation.
+    """Random resized crop, optional horizontal flip, then normalize: the I-JEPA pretraining augmentation.
 
     Args:
         size: output side in pixels.
         scale: crop area range (``data.crop_scale``).
-        ratio: crop aspect-ratio range.
+        ratio: crop aspect-ratio range (``data.crop_aspect``).
+        hflip: flip horizontally with probability 1/2 (``data.hflip``); drawn after the crop, so turning
+            it on does not change which crops are drawn.
     """
 
     def __init__(
@@ -165,12 +167,17 @@ class TrainTransform:
         size: int,
         scale: tuple[float, float] = (0.3, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        hflip: bool = False,
     ):
         self.crop = RandomResizedCrop(size, scale, ratio)
+        self.hflip = hflip
 
     def __call__(self, img: Image.Image, rng: np.random.Generator) -> torch.Tensor:
         """Returns the normalized float32 [3, size, size] crop."""
-        return to_tensor(self.crop(img, rng))
+        out = self.crop(img, rng)
+        if self.hflip and rng.random() < 0.5:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return to_tensor(out)
 
     def __repr__(self) -> str:
-        return f"TrainTransform({self.crop!r})"
+        return f"TrainTransform({self.crop!r}, hflip={self.hflip})"

@@ -1,4 +1,4 @@
-"""The Method contract every pretraining method follows, and the registry the loop builds from.
+"""The Method contract every pretraining method follows.
 
 A method is an ``nn.Module`` with
 
@@ -6,15 +6,22 @@ A method is an ``nn.Module`` with
 - ``param_groups()``: AdamW groups, with ``apply_wd`` telling the loop which groups follow the
   weight-decay schedule (biases and other 1-D parameters get none);
 - ``after_step(step)``: work after the optimizer step (EMA update, ...);
+- ``log_values(step)``: host-side numbers worth logging on logging steps (the EMA momentum, ...);
 - ``encoder_for_eval()``: the encoder whose frozen features are evaluated and exported.
 
-A new method is a new file in this folder plus an entry in :data:`METHODS`; the loop does not change.
+It also *declares* what it needs, so the data pipeline and the loop never test for a method, a modality or
+an attribute: :meth:`Method.data_needs` (input key, masks, captions), :meth:`Method.check_config`
+(method-specific settings), and ``sections`` (the config sections it reads beyond the common ones).
+
+A new method is a new file in this folder, decorated with ``@register("name")`` and imported in
+``methods/__init__.py``; the loop does not change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -22,6 +29,26 @@ from torch import nn
 from openjepa.config import Config, ConfigError
 
 Metrics = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DataNeeds:
+    """What a batch must carry for a method.
+
+    Attributes:
+        input_key: ``"image"`` (``[B, 3, H, W]``) or ``"video"`` (``[B, 3, T, H, W]``).
+        masks: whether the batch carries ``masks`` (one ``{"ctx_idx", "tgt_idx"}`` per generator of ``cfg.mask``).
+        text: whether it carries caption embeddings (``text_emb``, ``text_mask``, ``caption_mask``).
+    """
+
+    input_key: str
+    masks: bool
+    text: bool
+
+
+def input_key_for(cfg: Config) -> str:
+    """``"video"`` when clips have several frames (``data.num_frames > 1``), else ``"image"``."""
+    return "video" if cfg.data.num_frames > 1 else "image"
 
 
 def split_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list[dict[str, Any]]:
@@ -36,14 +63,25 @@ def split_decay(named_params: Iterable[tuple[str, nn.Parameter]]) -> list[dict[s
 
 
 class Method(nn.Module):
-    """Base class: subclasses implement ``forward``; the defaults below cover the usual cases.
+    """Base class: subclasses implement ``__init__(cfg, total_steps)`` and ``forward``.
 
-    Class attributes tell the data pipeline what a batch must carry: ``needs_masks`` (context/target
-    indices) and ``needs_text`` (caption embeddings ``text_emb``, ``text_mask``, ``caption_mask``).
+    Class attributes: ``name`` (set by :func:`~openjepa.methods.registry.register`), ``uses_masks``,
+    ``uses_text`` and ``sections`` (config sections read besides model/mask/data/optim/train/eval).
     """
 
-    needs_masks = True
-    needs_text = False
+    name: ClassVar[str] = ""
+    uses_masks: ClassVar[bool] = True
+    uses_text: ClassVar[bool] = False
+    sections: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def data_needs(cls, cfg: Config) -> DataNeeds:
+        """What the data pipeline must put in each batch for this method under ``cfg``."""
+        return DataNeeds(input_key_for(cfg), cls.uses_masks, cls.uses_text)
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Raises :class:`ConfigError` for settings this method cannot run with (before anything is built)."""
 
     def param_groups(self) -> list[dict[str, Any]]:
         """AdamW parameter groups over every trainable parameter."""
@@ -52,29 +90,29 @@ class Method(nn.Module):
     def after_step(self, step: int) -> None:
         """Called after each optimizer step with the step number that was just taken."""
 
+    def log_values(self, step: int) -> dict[str, float]:
+        """Host-side values logged beside the loss on logging steps (no device sync expected)."""
+        return {}
+
     def encoder_for_eval(self) -> nn.Module:
         """The encoder to evaluate and export."""
         raise NotImplementedError
 
+    def encoder_prefix(self) -> str:
+        """The state-dict prefix of :meth:`encoder_for_eval` inside this method (e.g. ``"teacher.model."``).
 
-MethodFactory = Callable[[Config, int], Method]
-METHODS: dict[str, str] = {
-    "ijepa": "openjepa.methods.ijepa:IJEPA",
-    "tcjepa": "openjepa.methods.tcjepa:TCJEPA",
-    "clip": "openjepa.methods.clip:CLIP",
-}
-
-
-def method_class(name: str) -> type[Method]:
-    """The class registered under ``name`` (imported on demand)."""
-    import importlib
-
-    if name not in METHODS:
-        raise ConfigError(f"unknown method {name!r} (config key 'method'); choose one of {', '.join(METHODS)}")
-    module, attr = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+        Checkpoints record it, so an encoder can be read from a training checkpoint without rebuilding the
+        whole method.
+        """
+        target = self.encoder_for_eval()
+        for name, module in self.named_modules():
+            if module is target:
+                return f"{name}." if name else ""
+        raise RuntimeError(f"{type(self).__name__}.encoder_for_eval() is not a submodule of the method")
 
 
-def build_method(cfg: Config, total_steps: int) -> Method:
-    """Instantiates ``cfg.method`` (schedules inside the method, e.g. EMA momentum, need ``total_steps``)."""
-    return method_class(cfg.method)(cfg, total_steps)
+def require_teacher(cfg: Config, kind: str, method: str) -> None:
+    """Checks ``teacher.kind`` for methods that support one kind of teacher only."""
+    if cfg.teacher.kind != kind:
+        hint = " (a frozen teacher is SALT: method=salt)" if kind == "ema" else ""
+        raise ConfigError(f"method={method} needs teacher.kind={kind}, got {cfg.teacher.kind!r}{hint}")

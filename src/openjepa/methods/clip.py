@@ -1,11 +1,11 @@
 """CLIP / SigLIP-style contrastive baseline: the JEPA image encoder against a frozen text encoder.
 
 The baseline TC-JEPA is compared with (spec/tc-jepa.md): same images, same captions, same ViT. Only the
-objective differs. The image tower is :func:`~openjepa.methods.ijepa.build_encoder` on the full image,
+objective differs. The image tower is :func:`~openjepa.models.build.build_encoder` on the full image,
 mean-pooled over patch tokens (the pooled feature the probes evaluate) and linearly projected. The text tower
 is the frozen text encoder's word embeddings carried in the batch (never trained here), mean-pooled over real
 words and mapped by a small trainable head. The loss is CLIP's symmetric InfoNCE or SigLIP's sigmoid loss
-(``text.clip_loss``) in ``text.clip_dim`` dimensions, with negatives from every rank.
+(``clip.loss``) in ``clip.dim`` dimensions, with negatives from every rank.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from openjepa.methods.contrastive_losses import (
     i2t_accuracy,
     siglip_loss_from_logits,
 )
-from openjepa.methods.ijepa import build_encoder
+from openjepa.methods.registry import register
+from openjepa.models.build import build_encoder
 
 __all__ = ["CLIP", "TextHead", "first_real_caption", "masked_mean"]
 
@@ -102,43 +103,51 @@ class TextHead(nn.Module):
         return self.fc2(F.gelu(self.fc1(self.norm(x))))
 
 
+@register("clip")
 class CLIP(Method):
     """Contrastive image-text pretraining of the JEPA image encoder (CLIP or SigLIP loss).
 
     Batch keys: ``image [B,3,H,W]``, ``text_emb [B,N,S,d_t]`` (frozen word embeddings, fp16 or fp32),
     ``text_mask bool[B,N,S]``, ``caption_mask bool[B,N]`` (optional). One caption per image per step: the first
     real one. Images without any real caption are excluded from the loss (a batch with none gives a zero loss
-    attached to the graph). Masks (``ctx_idx``, ``tgt_idx``) are ignored; ``needs_masks`` is False.
+    attached to the graph). The batch carries no masks (``uses_masks`` is False).
 
     Under ``torch.distributed`` each rank gathers every rank's embeddings and computes the global loss, so
     DDP's gradient averaging reproduces the single-process gradient of the whole global batch
     (:mod:`openjepa.methods.contrastive_losses` explains why).
 
     Args:
-        cfg: the run config (``model``, ``data.image_size``, ``text.clip_loss``, ``text.clip_dim``, and
-            ``text.dim``, the word-embedding width that the training loop fills from the text encoder).
+        cfg: the run config (``model``, ``data.image_size``, ``clip.loss``, ``clip.dim``, and ``text.dim``, the
+            word-embedding width that the training loop fills from the text encoder).
         total_steps: unused (no schedule inside the method); kept for the Method factory signature.
 
     Raises:
-        ConfigError: ``text.dim`` unset or ``text.clip_loss`` unknown.
+        ConfigError: ``text.dim`` unset or ``clip.loss`` unknown.
     """
 
-    needs_masks = False  # the full image is encoded: the loop skips mask sampling
-    needs_text = True
+    uses_masks = False  # the full image is encoded: no mask sampling
+    uses_text = True
+    sections = ("text", "clip")
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        if cfg.data.num_frames > 1:
+            raise ConfigError("method=clip pairs images with captions: set data.num_frames=1 (an image source)")
 
     def __init__(self, cfg: Config, total_steps: int):
         super().__init__()
-        if cfg.text.clip_loss not in ("clip", "siglip"):
-            raise ConfigError(f"text.clip_loss={cfg.text.clip_loss!r}: use 'clip' or 'siglip'")
+        self.check_config(cfg)
+        if cfg.clip.loss not in ("clip", "siglip"):
+            raise ConfigError(f"clip.loss={cfg.clip.loss!r}: use 'clip' or 'siglip'")
         if cfg.text.dim <= 0:
             raise ConfigError(
                 "text.dim is not set: the training loop fills it from the text encoder; when building CLIP by "
                 "hand pass text.dim=<word embedding width> (384 for all-MiniLM-L6-v2)"
             )
-        self.loss_kind = cfg.text.clip_loss
+        self.loss_kind = cfg.clip.loss
         self.total_steps = total_steps
         self.text_dim = cfg.text.dim
-        dim = cfg.text.clip_dim
+        dim = cfg.clip.dim
         self.encoder = build_encoder(cfg)
         self.image_proj = nn.Linear(self.encoder.embed_dim, dim, bias=False)
         nn.init.normal_(self.image_proj.weight, std=self.encoder.embed_dim**-0.5)

@@ -1,4 +1,10 @@
-"""I-JEPA: predict the EMA teacher's layer-normed features of target blocks from one context block."""
+"""I-JEPA: predict the EMA teacher's layer-normed features of target blocks from a context block.
+
+Written over any number of mask generators and either input kind, so V-JEPA (two generators on video
+tubelets) is this class with other settings (``methods/vjepa.py``). The teacher encodes the full input
+once; for each mask generator the student encodes that generator's context and the predictor, with that
+generator's mask token, predicts its targets; the loss is averaged over the (context, target) pairs.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from openjepa.config import Config
-from openjepa.methods.base import Method, Metrics
+from openjepa.masks.build import num_mask_generators
+from openjepa.methods.base import Method, Metrics, require_teacher, split_decay
+from openjepa.methods.registry import register
 from openjepa.methods.teachers import EMATeacher
-from openjepa.models.predictor import Predictor
-from openjepa.models.vit import VisionTransformer, build_vit
+from openjepa.models.build import build_encoder, build_predictor
 from openjepa.schedules import linear
 
 
@@ -28,80 +35,80 @@ def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.T
     raise ValueError(f"unknown loss {kind!r} (train.loss): use smooth_l1, l2 or l1")
 
 
-def build_encoder(cfg: Config) -> VisionTransformer:
-    """The context encoder described by ``cfg.model`` at ``cfg.data.image_size``."""
-    return build_vit(
-        cfg.model.arch,
-        img_size=cfg.data.image_size,
-        patch_size=cfg.model.patch_size,
-        qkv_bias=cfg.model.qkv_bias,
-        drop_path=cfg.model.drop_path,
-        rescale_init=cfg.model.rescale_init,
-    )
+def gather_targets(h: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
+    """Rows of ``h [B, N, D]`` at ``tgt_idx [B, T, Kt]``: ``[B, T, Kt, D]``."""
+    b, t, kt = tgt_idx.shape
+    flat = tgt_idx.reshape(b, t * kt, 1).expand(-1, -1, h.shape[-1])
+    return torch.gather(h, 1, flat).reshape(b, t, kt, h.shape[-1])
 
 
-def build_predictor(cfg: Config, encoder: VisionTransformer, conditioner: nn.Module | None = None) -> Predictor:
-    """The narrow predictor for ``encoder`` (heads default to the encoder's)."""
-    return Predictor(
-        grid_size=encoder.grid_size,
-        embed_dim=encoder.embed_dim,
-        pred_dim=cfg.model.pred_dim,
-        depth=cfg.model.pred_depth,
-        num_heads=cfg.model.pred_heads or encoder.num_heads,
-        qkv_bias=cfg.model.qkv_bias,
-        conditioner=conditioner,
-        rescale_init=cfg.model.rescale_init,
-    )
-
-
+@register("ijepa")
 class IJEPA(Method):
     """I-JEPA (Assran et al., 2023) behind the Method contract.
 
-    Batch keys: ``image [B,3,H,W]``, ``ctx_idx [B,Kc]``, ``tgt_idx [B,T,Kt]``.
+    Batch keys: ``image [B,3,H,W]`` (or ``video`` for clips) and ``masks``: one
+    ``{"ctx_idx": [B,Kc], "tgt_idx": [B,T,Kt]}`` per mask generator.
     """
+
+    sections = ("teacher",)
+    zero_mask_tokens = False  # I-JEPA: truncated-normal mask token; V-JEPA: zeros
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        require_teacher(cfg, "ema", cls.name)
 
     def __init__(self, cfg: Config, total_steps: int, conditioner: nn.Module | None = None):
         super().__init__()
+        self.check_config(cfg)
+        self.input_key = self.data_needs(cfg).input_key
         self.loss_kind = cfg.train.loss
-        self.ema_start, self.ema_final = cfg.optim.ema
+        self.ema_start, self.ema_final = cfg.teacher.momentum
         self.total_steps = total_steps
         self.encoder = build_encoder(cfg)
-        self.predictor = build_predictor(cfg, self.encoder, conditioner)
+        self.predictor = build_predictor(
+            cfg, self.encoder, conditioner, num_mask_generators(cfg.mask), zero_mask_tokens=self.zero_mask_tokens
+        )
         self.teacher = EMATeacher(self.encoder)
 
     def param_groups(self) -> list[dict[str, Any]]:
-        from openjepa.methods.base import split_decay
-
         named = [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
         named += [(f"predictor.{n}", p) for n, p in self.predictor.named_parameters()]
         return split_decay(named)
 
     @torch.no_grad()
-    def targets(self, images: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
-        """Teacher features at the target positions, layer-normed without affine: ``[B, T, Kt, D]``."""
-        h = self.teacher(images)
-        h = F.layer_norm(h, h.shape[-1:])
-        b, t, kt = tgt_idx.shape
-        flat = tgt_idx.reshape(b, t * kt, 1).expand(-1, -1, h.shape[-1])
-        return torch.gather(h, 1, flat).reshape(b, t, kt, h.shape[-1])
+    def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Teacher tokens of the full input, layer-normed without affine: ``[B, N, D]``."""
+        h = self.teacher(x)
+        return F.layer_norm(h, h.shape[-1:])
 
-    def predict(self, batch: dict[str, Any], cond: Any = None) -> torch.Tensor:
-        """Student path: context encoder on the context patches, predictor at the target positions."""
-        z = self.encoder(batch["image"], keep=batch["ctx_idx"])
-        return self.predictor(z, batch["ctx_idx"], batch["tgt_idx"], cond)
+    def targets(self, x: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
+        """Layer-normed teacher features at the target positions: ``[B, T, Kt, D]``."""
+        return gather_targets(self.teacher_features(x), tgt_idx)
+
+    def predict(self, x: torch.Tensor, masks: dict[str, torch.Tensor], index: int = 0, cond: Any = None) -> Any:
+        """Student path for one mask pair: context encoder on its context, predictor at its targets."""
+        z = self.encoder(x, keep=masks["ctx_idx"])
+        return self.predictor(z, masks["ctx_idx"], masks["tgt_idx"], cond, mask_index=index)
 
     def forward(self, batch: dict[str, Any], step: int) -> tuple[torch.Tensor, Metrics]:
-        target = self.targets(batch["image"], batch["tgt_idx"])
-        pred = self.predict(batch)
-        loss = feature_loss(pred, target, self.loss_kind)
+        x = batch[self.input_key]
+        h = self.teacher_features(x)
+        losses = [
+            feature_loss(self.predict(x, m, i), gather_targets(h, m["tgt_idx"]), self.loss_kind)
+            for i, m in enumerate(batch["masks"])
+        ]
+        loss = torch.stack(losses).mean()
         return loss, {"loss": loss.detach()}
 
     def momentum(self, step: int) -> float:
-        """EMA momentum at ``step`` (linear ``ema[0] -> ema[1]`` over the whole run)."""
+        """EMA momentum at ``step`` (linear ``teacher.momentum[0] -> [1]`` over the whole run)."""
         return linear(step, self.total_steps, self.ema_start, self.ema_final)
 
     def after_step(self, step: int) -> None:
         self.teacher.update(self.encoder, self.momentum(step))
+
+    def log_values(self, step: int) -> dict[str, float]:
+        return {"ema": self.momentum(step)}
 
     def encoder_for_eval(self) -> nn.Module:
         return self.teacher.model

@@ -141,7 +141,7 @@ class CrossAttentionLayer(nn.Module):
         super().__init__()
         self.center_keys = center_keys
         if dim % heads:
-            raise ValueError(f"conditioner width {dim} not divisible by text.heads={heads}")
+            raise ValueError(f"conditioner width {dim} not divisible by tcjepa.heads={heads}")
         self.heads = heads
         self.pooling = pooling
         self.mlp_position = mlp
@@ -291,7 +291,7 @@ class TextConditioner(nn.Module):
         self.layer_ids = list(range(depth)) if layers is None else sorted(set(layers))
         bad = [i for i in self.layer_ids if not 0 <= i < depth]
         if bad or not self.layer_ids:
-            raise ValueError(f"text.layers={list(layers or [])}: layers must be in 0..{depth - 1} (predictor depth)")
+            raise ValueError(f"tcjepa.layers={list(layers or [])}: layers must be in 0..{depth - 1} (predictor depth)")
         self.slot = {layer: i for i, layer in enumerate(self.layer_ids)}
         # Words are normed and projected to the predictor width once per image, shared by every layer: raw
         # sentence-encoder embeddings are large and share a common direction (uniform attention at the start
@@ -309,7 +309,7 @@ class TextConditioner(nn.Module):
             self.blocks = nn.ModuleList()
             self.caption_embed = nn.Parameter(torch.zeros(1, 64, 1, dim))  # which caption a word came from
         else:
-            raise ValueError(f"unknown text.mode={mode!r}: use xattn, adaln or append")
+            raise ValueError(f"unknown tcjepa.mode={mode!r}: use xattn, adaln or append")
         self.apply(init_weights)
         for blk in self.blocks:
             if isinstance(blk, AdaLNLayer):  # keep the zero init of the modulation

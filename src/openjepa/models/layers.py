@@ -6,9 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from openjepa.models.rope import apply_rope
+from openjepa.models.stochastic import sample_uniform
+
 
 class DropPath(nn.Module):
-    """Stochastic depth: drops the whole residual branch per sample with probability ``p``."""
+    """Stochastic depth: drops the whole residual branch per sample with probability ``p``.
+
+    The per-sample draws come from :func:`~openjepa.models.stochastic.sample_uniform`: keyed by sample during
+    training steps (so DDP, accumulation and resume give the same masks as one process), torch's RNG otherwise.
+    """
 
     def __init__(self, p: float = 0.0):
         super().__init__()
@@ -18,12 +25,16 @@ class DropPath(nn.Module):
         if self.p == 0.0 or not self.training:
             return x
         keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        u = sample_uniform(x.shape[0], x.device)
+        mask = (u < keep).to(x.dtype).reshape((x.shape[0],) + (1,) * (x.ndim - 1))
         return x * mask / keep
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / memory-efficient)."""
+    """Multi-head self-attention through ``F.scaled_dot_product_attention`` (flash / memory-efficient).
+
+    Queries and keys are rotated first when the caller passes rotary tables (:mod:`openjepa.models.rope`).
+    """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -33,10 +44,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Attends ``x: [B, N, D]``; ``rope`` holds the tokens' rotary ``(cos, sin)`` tables, if any."""
         b, n, d = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -57,48 +77,81 @@ class Block(nn.Module):
     """Pre-norm transformer block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``."""
 
     def __init__(
-        self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path: float = 0.0
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_path: float = 0.0,
+        norm_eps: float = 1e-6,
     ):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask))
+    def forward(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), attn_mask, rope))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PatchEmbed(nn.Module):
-    """Non-overlapping patches (images) or tubelets (video) projected to the model width.
+class PatchEmbed2D(nn.Module):
+    """Non-overlapping ``patch x patch`` image patches projected to the model width (a strided 2-D conv).
 
-    ``tubelet_size == 1`` uses a 2-D convolution on ``[B, C, H, W]``; a larger value a 3-D convolution on
-    ``[B, C, T, H, W]`` (video). Output tokens are in raster order (time-major for video).
+    Input ``[B, C, H, W]``; output tokens ``[B, (H/p)*(W/p), D]`` in raster order.
     """
 
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, tubelet_size: int = 1):
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+        """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
+        return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class PatchEmbed3D(nn.Module):
+    """Non-overlapping ``tubelet x patch x patch`` video tubelets projected to the model width (3-D conv).
+
+    Input ``[B, C, T, H, W]``; output tokens ``[B, (T/t)*(H/p)*(W/p), D]`` in time-major raster order.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, tubelet_size: int = 2):
         super().__init__()
         self.patch_size = patch_size
         self.tubelet_size = tubelet_size
-        if tubelet_size == 1:
-            self.proj: nn.Module = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
-        else:
-            k = (tubelet_size, patch_size, patch_size)
-            self.proj = nn.Conv3d(in_chans, embed_dim, k, stride=k)
+        k = (tubelet_size, patch_size, patch_size)
+        self.proj = nn.Conv3d(in_chans, embed_dim, k, stride=k)
 
-    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, ...]:
-        """The token grid for an input of the given shape (without batch and channels)."""
-        sizes = tuple(shape[-2:]) if self.tubelet_size == 1 else tuple(shape[-3:])
-        steps = (self.patch_size,) * 2 if self.tubelet_size == 1 else (self.tubelet_size, *(self.patch_size,) * 2)
-        for s, p in zip(sizes, steps):
-            if s % p:
-                raise ValueError(f"input size {tuple(sizes)} is not divisible by the patch/tubelet size {steps}")
-        return tuple(s // p for s, p in zip(sizes, steps))
+    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+        """The ``(T/t, H/p, W/p)`` token grid of an input whose last three sizes are ``(T, H, W)``."""
+        steps = (self.tubelet_size, self.patch_size, self.patch_size)
+        return _grid(tuple(shape[-3:]), steps)  # type: ignore[return-value]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 5:
+            raise ValueError(f"a video encoder takes [B, 3, T, H, W] clips, got shape {tuple(x.shape)}")
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def _grid(sizes: tuple[int, ...], steps: tuple[int, ...]) -> tuple[int, ...]:
+    for s, p in zip(sizes, steps):
+        if s % p:
+            raise ValueError(f"input size {tuple(sizes)} is not divisible by the patch/tubelet size {steps}")
+    return tuple(s // p for s, p in zip(sizes, steps))
 
 
 def init_weights(module: nn.Module, std: float = 0.02) -> None:

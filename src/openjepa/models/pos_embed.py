@@ -41,3 +41,13 @@ def sincos_3d(dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     d_t = dim - 2 * d_hw
     tt, rows, cols = torch.meshgrid(torch.arange(t), torch.arange(h), torch.arange(w), indexing="ij")
     return torch.cat([sincos_1d(d_t, tt), sincos_1d(d_hw, rows), sincos_1d(d_hw, cols)], dim=1)
+
+
+def position_table(dim: int, grid: tuple[int, ...]) -> torch.Tensor:
+    """The fixed sin-cos table ``[prod(grid), dim]`` for a 2-D patch grid ``(H, W)`` or a 3-D tubelet grid
+    ``(T, H, W)``: the one place that picks between :func:`sincos_2d` and :func:`sincos_3d`."""
+    if len(grid) == 2:
+        return sincos_2d(dim, grid)  # type: ignore[arg-type]
+    if len(grid) == 3:
+        return sincos_3d(dim, grid)  # type: ignore[arg-type]
+    raise ValueError(f"position tables exist for 2-D and 3-D token grids, got grid {tuple(grid)}")

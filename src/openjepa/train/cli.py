@@ -1,4 +1,4 @@
-"""``openjepa pretrain``, ``openjepa eval`` and ``openjepa export``."""
+"""Transitional: ``openjepa eval``, ``export``, ``compare`` handlers (moving to eval/ and checkpoints/)."""
 
 from __future__ import annotations
 
@@ -7,49 +7,6 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
-
-PRETRAIN_HELP = """\
-Pretrain an encoder with the method of CONFIG (YAML). Settings can be overridden as key=value
-(dotted keys, YAML values), e.g. optim.lr=5e-4 data.batch_size=32 mask.mode=faithful.
-
-Runs as one process, or under torchrun as one rank of a DDP job:
-  torchrun --nproc_per_node=8 -m openjepa pretrain configs/ijepa/vith14-in1k.yaml data.path=/data/in1k/train
-
-The run folder (--out) receives config.yaml, metrics.jsonl, tensorboard/ (when installed),
-checkpoint-latest.pt (+ periodic ones), training_curves.png and, after evaluation, eval.json / eval.txt.
-"""
-
-
-def add_pretrain(sub: argparse._SubParsersAction) -> None:
-    """Registers ``openjepa pretrain``."""
-    p = sub.add_parser(
-        "pretrain", help="pretrain an encoder (I-JEPA, ...) from a YAML config",
-        description=PRETRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("config", help="YAML config, e.g. configs/ijepa/demo.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint-latest.pt")
-    p.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds a run")
-    p.add_argument("--no-eval", action="store_true", help="skip the probe evaluation after training")
-    p.set_defaults(handler=run_pretrain)
-
-
-def run_pretrain(args: argparse.Namespace) -> int:
-    """Handler of ``openjepa pretrain``."""
-    import os
-
-    from openjepa.config import load_config
-    from openjepa.train.loop import train
-
-    cfg = load_config(args.config, args.overrides)
-    out = Path(args.out or Path("runs") / Path(args.config).stem)
-    result = train(cfg, out, resume=args.resume, overwrite=args.overwrite)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if is_main and cfg.eval.after_pretrain and not args.no_eval and result.checkpoint is not None:
-        report = evaluate_checkpoint(result.checkpoint, json_path=out / "eval.json")
-        (out / "eval.txt").write_text(report + "\n")
-    return 0
 
 
 def add_eval(sub: argparse._SubParsersAction) -> None:
@@ -79,18 +36,19 @@ def evaluate_checkpoint(
     device_pref: str = "auto",
 ) -> str:
     """Evaluates a checkpoint, prints and returns the text table; writes JSON when asked."""
-    from openjepa.config import _apply, _nest, parse_override
+    from openjepa.checkpoints import read_encoder
+    from openjepa.config import apply_overrides
     from openjepa.eval.report import evaluate, format_report, save_report_json
-    from openjepa.train.checkpoint import load_eval_encoder
-    from openjepa.train.dist import pick_device
+    from openjepa.runtime import pick_device
 
-    encoder, cfg, state = load_eval_encoder(checkpoint)
-    for text in overrides or []:
-        key, value = parse_override(text)
-        _apply(cfg, _nest(key, value), "", "command line")
-    device = pick_device(device_pref)
+    loaded = read_encoder(checkpoint)
+    encoder, cfg = loaded.encoder, loaded.config
+    if cfg is None:
+        raise ValueError(f"{checkpoint}: the scenes report needs a training run's config")
+    apply_overrides(cfg, overrides or [])
+    device = pick_device(device_pref, key="--device")
     report: dict[str, Any] = evaluate(encoder.to(device), cfg, device, random_baseline=baseline)
-    report["checkpoint"] = {"path": str(checkpoint), "step": int(state["step"])}
+    report["checkpoint"] = {"path": str(checkpoint), "step": loaded.step}
     text = format_report(report)
     print(text)
     if json_path is not None:
@@ -105,26 +63,6 @@ def run_eval(args: argparse.Namespace) -> int:
         args.checkpoint, args.json, args.overrides, baseline=False if args.no_baseline else None,
         device_pref=args.device,
     )
-    return 0
-
-
-def add_export(sub: argparse._SubParsersAction) -> None:
-    """Registers ``openjepa export``."""
-    p = sub.add_parser(
-        "export", help="write a checkpoint's target encoder to safetensors (+ JSON model config)",
-        description="Writes the evaluation (EMA target) encoder to FILE.safetensors and FILE.json beside it.",
-    )
-    p.add_argument("checkpoint", help="checkpoint file or run folder")
-    p.add_argument("--out", required=True, help="output file, must end in .safetensors")
-    p.set_defaults(handler=run_export)
-
-
-def run_export(args: argparse.Namespace) -> int:
-    """Handler of ``openjepa export``."""
-    from openjepa.train.checkpoint import export_encoder
-
-    weights, config = export_encoder(args.checkpoint, args.out)
-    print(json.dumps({"weights": str(weights), "config": str(config)}))
     return 0
 
 

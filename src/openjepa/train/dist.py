@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from openjepa.runtime import pick_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -17,6 +19,7 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    local_world_size: int = 1  # processes on this node (they share its CPU cores)
 
     @property
     def is_main(self) -> bool:
@@ -27,16 +30,6 @@ class DistInfo:
     def distributed(self) -> bool:
         """True when a process group is active."""
         return self.world_size > 1
-
-
-def pick_device(pref: str, local_rank: int = 0) -> torch.device:
-    """``auto`` -> CUDA when available (one GPU per local rank), else CPU."""
-    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("train.device=cuda but no CUDA device is visible; use train.device=cpu or auto")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def setup_distributed(device_pref: str = "auto") -> DistInfo:
@@ -51,7 +44,8 @@ def setup_distributed(device_pref: str = "auto") -> DistInfo:
     if world > 1 and not torch_dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         torch_dist.init_process_group(backend=backend, rank=rank, world_size=world)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device, local_world_size=local_world)
 
 
 def cleanup_distributed() -> None:

@@ -1,0 +1,122 @@
+"""Small runtime choices shared by training, evaluation and benchmarks: device, precision, CPU threads.
+
+They live here, below ``train`` and ``eval``, so an evaluator picks a device or an autocast dtype the way
+the training loop does without importing the loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from openjepa.errors import ConfigError
+
+__all__ = ["Precision", "configure_threads", "pick_device", "to_device"]
+
+
+def pick_device(pref: str, local_rank: int = 0, key: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available (one GPU per local rank), else CPU; ``cuda`` without CUDA is an error.
+
+    Args:
+        pref: ``auto``, ``cpu`` or ``cuda``.
+        local_rank: this process's GPU on its node.
+        key: the setting the user gave ``pref`` with, named in the error (``train.device``, ``--device``).
+
+    Raises:
+        ConfigError: ``cuda`` was asked for but no CUDA device is visible, or ``pref`` is unknown.
+    """
+    if pref not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{key}={pref!r}: choose auto, cpu or cuda")
+    if pref == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"{key}=cuda but no CUDA device is visible to PyTorch (torch {torch.__version__}, "
+            f"CUDA build: {torch.version.cuda or 'no'}). Use {key}=cpu (or auto), or install a CUDA build of torch "
+            "and check CUDA_VISIBLE_DEVICES"
+        )
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible. Start at most "
+                "that many processes per node (torchrun --nproc_per_node)"
+            )
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None: full fp32) and whether a GradScaler is needed (fp16)."""
+
+    dtype: torch.dtype | None
+    scaler: bool
+
+    @staticmethod
+    def resolve(name: str, device: torch.device) -> Precision:
+        """``auto``: bf16 on CUDA GPUs that support it, fp16 + GradScaler on older GPUs, fp32 on CPU."""
+        if name == "auto":
+            if device.type != "cuda":
+                return Precision(None, False)
+            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if name == "fp32":
+            return Precision(None, False)
+        if name == "bf16":
+            return Precision(torch.bfloat16, False)
+        if name != "fp16":
+            raise ConfigError(f"train.precision={name!r}: choose auto, fp32, bf16 or fp16")
+        if device.type != "cuda":
+            raise ConfigError("train.precision=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        return Precision(torch.float16, True)
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The autocast context for forward passes."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.dtype)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Moves every tensor of a batch (nested dicts / lists) to ``device`` (asynchronously from pinned memory)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [to_device(v, device) for v in batch]
+    return batch
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
+    """Sets torch's intra-op threads so the main process, its loader workers and BLAS fit the cores.
+
+    Without a limit each of them starts one thread per core, and on a small or shared CPU the threads
+    oversubscribe the cores (measured in docs/RESULTS.md: several times slower steps). An ``OMP_NUM_THREADS``
+    the user set is respected. Loader workers run one thread each (PyTorch's default in workers).
+
+    Returns:
+        A one-line description of the choice, for the run log.
+    """
+    if os.environ.get("OMP_NUM_THREADS"):
+        threads = max(1, int(os.environ["OMP_NUM_THREADS"]))
+        torch.set_num_threads(threads)
+        return f"{threads} torch thread(s) (OMP_NUM_THREADS)"
+    cores = available_cores()
+    per_process = max(1, cores // max(1, processes_per_node))
+    threads = max(1, per_process - num_workers)
+    torch.set_num_threads(threads)
+    return (
+        f"{threads} torch thread(s) for {cores} core(s), {num_workers} loader worker(s), "
+        f"{processes_per_node} process(es)"
+    )
