@@ -13,12 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_inspect_masks", "main", "run_inspect_masks"]
+__all__ = ["add_inspect_masks", "main", "run_inspect_masks", "samplers_from_config"]
 
 DESCRIPTION = """\
 Sample masks as training would (same seed, steps and batch) and report how large the contexts and
 targets are and how often each grid row and column is covered. Always saves a PNG of example masks
-and the row/column frequencies.
+and the row/column frequencies. On video configs (multiblock3d or tube masks) every mask generator of a
+batch is measured: sizes before and after the cut to a common length, the effective masking ratio and
+the per time step / row / column frequencies; the PNG shows example clips frame by frame.
 
 Options may also follow CONFIG, mixed with the key=value overrides."""
 
@@ -116,6 +118,38 @@ def _print_report(stats: dict[str, Any], png: Path) -> None:
     print("\n".join(lines))
 
 
+def _print_video_report(stats: dict[str, Any], png: Path) -> None:
+    grid = "x".join(str(x) for x in stats["grid"])
+    lines = [
+        f"video mask statistics: grid={grid} ({stats['num_tokens']} tokens) "
+        f"steps {stats['start_step']}..{stats['start_step'] + stats['batches'] - 1} "
+        f"x {stats['batch_size']} samples (global batch {stats['global_batch']})",
+        f"  effective masking ratio      {stats['effective_masking_ratio']:.4f} over the "
+        f"{len(stats['generators'])} generators ({stats['effective_masking_ratio_before_trim']:.4f} before the cut)",
+        f"  size draws across generators correlation {stats['size_draw_corr']}",
+    ]
+    for i, g in enumerate(stats["generators"]):
+        blocks = f"{g['num_blocks']} blocks" if g["sampler"] != "tube" else f"{g['num_blocks']} tubes"
+        lines += [
+            f"  generator {i}: {g['sampler']} mode={g['mode']} stream={g['stream']}, {blocks}; "
+            f"block sizes seen {g['block_thw_counts']}",
+            f"    context tokens per sample  {g['context_size_mean']:.2f} after the cut "
+            f"(min {g['context_size_min']}, max {g['context_size_max']}); "
+            f"{g['context_size_before_trim_mean']:.2f} before (min {g['context_size_before_trim_min']})",
+            f"    target tokens per sample   {g['target_size_mean']:.2f} after the cut; "
+            f"{g['target_size_before_trim_mean']:.2f} before (min {g['target_size_before_trim_min']})",
+            f"    masking ratio              {g['masking_ratio']:.4f} ({g['masking_ratio_before_trim']:.4f} before)",
+            f"    redrawn blocks {g['redraw_fraction']:.4f} of samples; fallbacks {g['fallback_fraction']:.4f}",
+            f"    context time freq  {_format_freqs(g['context_time_freq'])}",
+            f"    target time freq   {_format_freqs(g['target_time_freq'])}",
+            f"    context row freq   {_format_freqs(g['context_row_freq'])}",
+            f"    target row freq    {_format_freqs(g['target_row_freq'])}",
+            f"    target col freq    {_format_freqs(g['target_col_freq'])}",
+        ]
+    lines += [f"  sampling time      {stats['ms_per_batch']:.2f} ms per step", f"  picture            {png}"]
+    print("\n".join(lines))
+
+
 def run_inspect_masks(args: argparse.Namespace) -> int:
     """Handler of ``openjepa inspect masks``. Returns the exit code."""
     args = _split_tail(args)
@@ -124,7 +158,7 @@ def run_inspect_masks(args: argparse.Namespace) -> int:
         return 0
     from openjepa.config import ConfigError, load_config
     from openjepa.masks.multiblock import MultiBlockMaskSampler
-    from openjepa.masks.stats import mask_statistics, save_mask_png
+    from openjepa.masks.stats import mask_statistics, save_mask_png, save_video_mask_png, video_mask_statistics
 
     overrides = [_PLACEHOLDER_PATH, *args.overrides]  # the user's own data.path, if any, comes later and wins
     if args.mode is not None:
@@ -132,25 +166,43 @@ def run_inspect_masks(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides.append(f"train.seed={args.seed}")
     cfg = load_config(args.config, overrides)
-    grid = (cfg.data.image_size // cfg.model.patch_size,) * 2
     batch_size = args.batch_size if args.batch_size is not None else cfg.data.batch_size
     if batch_size < 1 or args.batches < 1:
         raise ConfigError("--batch-size and --batches must be >= 1")
     global_batch = args.global_batch if args.global_batch is not None else batch_size
     if global_batch < batch_size:
         raise ConfigError(f"--global-batch={global_batch} must be >= the batch size {batch_size}")
-    sampler = MultiBlockMaskSampler(cfg.mask, grid, seed=cfg.train.seed)
-    stats = mask_statistics(sampler, args.batches, batch_size, args.start_step, global_batch)
-    stats["config"] = str(args.config)
-    png = save_mask_png(sampler, args.png, n=min(batch_size, 8), step=args.start_step, stats=stats)
+    samplers = samplers_from_config(cfg)
+    if len(samplers) == 1 and isinstance(samplers[0], MultiBlockMaskSampler):  # images: the 2-D report
+        stats = mask_statistics(samplers[0], args.batches, batch_size, args.start_step, global_batch)
+        stats["config"] = str(args.config)
+        png = save_mask_png(samplers[0], args.png, n=min(batch_size, 8), step=args.start_step, stats=stats)
+        report = _print_report
+    else:  # video: every generator of the batch, side by side
+        stats = video_mask_statistics(samplers, args.batches, batch_size, args.start_step, global_batch)
+        stats["config"] = str(args.config)
+        png = save_video_mask_png(samplers, args.png, n=min(batch_size, 4), step=args.start_step, stats=stats)
+        report = _print_video_report
     stats["png"] = str(png)
     if args.json:
         json.dump(stats, sys.stdout)
         sys.stdout.write("\n")
         print(f"saved {png}", file=sys.stderr)
     else:
-        _print_report(stats, png)
+        report(stats, png)
     return 0
+
+
+def samplers_from_config(cfg: Any) -> list[Any]:
+    """The mask samplers one training batch uses under ``cfg``: one per mask generator, on the token grid.
+
+    ``mask.kind=multiblock`` gives the I-JEPA sampler on ``(H, W)``; ``multiblock3d`` one sampler per entry
+    of ``mask.generators`` and ``tube`` one tube sampler, on ``(num_frames // tubelet_size, H, W)``.
+    """
+    from openjepa.masks.build import build_mask_generators
+    from openjepa.models.build import token_grid
+
+    return build_mask_generators(cfg.mask, token_grid(cfg), seed=cfg.train.seed)
 
 
 def main(argv: list[str] | None = None) -> int:
