@@ -60,3 +60,48 @@ def test_main_entry_point(tmp_path):
     assert cli.main(["data", "scenes", "--count", "2", "--out", str(out), "--no-progress"]) == 0
     assert (out / "images" / "000001.png").is_file()
     assert cli.main(["data"]) == 2  # the group alone prints its help
+
+
+def test_data_scenes_overwrite_replaces_a_larger_export(tmp_path):
+    out = tmp_path / "out"
+    base = ["data", "scenes", "--out", str(out), "--image-size", "32", "--no-progress"]
+    args = _parse([*base, "--count", "4"])
+    assert args.handler(args) == 0
+    smaller = _parse([*base, "--count", "2", "--overwrite"])
+    assert smaller.handler(smaller) == 0
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png"]
+    assert json.loads((out / "manifest.json").read_text())["count"] == 2
+
+
+def test_data_sprites_writes_videos_and_lists(tmp_path, capsys):
+    pytest.importorskip("av")
+    pytest.importorskip("sklearn")
+    out = tmp_path / "sprites"
+    base = ["data", "sprites", "--out", str(out), "--image-size", "32", "--length", "12", "--no-progress"]
+    args = _parse([*base, "--count", "3", "--split", "test", "--label-task", "speed", "--seed", "5"])
+    assert args.handler(args) == 0
+    assert sorted(p.name for p in (out / "videos").iterdir()) == ["000000.mp4", "000001.mp4", "000002.mp4"]
+    labels = [json.loads(line) for line in (out / "labels.jsonl").read_text().splitlines()]
+    listed = [line.split() for line in (out / "list.txt").read_text().splitlines()]
+    assert listed == [[f"videos/{i:06d}.mp4", str(labels[i]["labels"]["speed"])] for i in range(3)]
+    meta = json.loads((out / "sprites.json").read_text())
+    assert (meta["split"], meta["length"], meta["seed"], meta["label_task"]) == ("test", 12, 5, "speed")
+    assert "wrote 3 test sprites videos" in capsys.readouterr().out
+    assert args.handler(args) == 2  # exists: refused with a message, no traceback
+    assert "--overwrite" in capsys.readouterr().err
+    again = _parse([*base, "--count", "1", "--num-frames", "10", "--overwrite"])  # --num-frames: --length
+    assert again.handler(again) == 0
+    assert [p.name for p in (out / "videos").iterdir()] == ["000000.mp4"]
+    odd = _parse([*base, "--count", "1", "--image-size", "33", "--out", str(tmp_path / "odd")])
+    assert odd.handler(odd) == 2 and "even" in capsys.readouterr().err
+    for bad in (["--crf", "60"], ["--label-task", "colour"], ["--motion", "slide"], ["--rotation", "-1"]):
+        with pytest.raises(SystemExit):
+            _parse([*base, "--count", "1", *bad])
+
+
+def test_sprites_choices_match_the_generator():
+    from openjepa.data import cli as data_cli
+    from openjepa.data.sprites import MOTIONS, SpritesDataset
+
+    assert tuple(SpritesDataset(size=1).tasks) == data_cli.SPRITES_TASKS
+    assert data_cli.SPRITES_MOTIONS == MOTIONS
