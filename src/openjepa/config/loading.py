@@ -32,6 +32,7 @@ from openjepa.errors import ConfigError
 RESUME_MAY_CHANGE = (
     "train.epochs",
     "train.max_steps",
+    "train.flops_budget",
     "train.device",
     "train.precision",
     "train.compile",

@@ -152,7 +152,9 @@ class TrainConfig:
 
     epochs: float = 300
     seed: int = 0
-    loss: str = field(default="smooth_l1", metadata=_choices("smooth_l1", "l2", "l1"))
+    # Feature-prediction loss of the JEPA methods: smooth_l1 (I-JEPA reference code), l2 (squared), l1
+    # (V-JEPA, SALT), l2norm (TC-JEPA paper's Eq. 1: the mean over patches of the L2 norm of the error).
+    loss: str = field(default="smooth_l1", metadata=_choices("smooth_l1", "l2", "l1", "l2norm"))
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
     compile: bool = False
@@ -163,6 +165,7 @@ class TrainConfig:
     progress: bool = True
     tensorboard: bool = True  # when the tensorboard package is installed
     max_steps: int = 0  # stop after this many steps (0: run all epochs); schedules still use epochs
+    flops_budget: float = 0.0  # stop once the run's training FLOPs reach this (0: no budget); schedules use epochs
 
 
 @dataclass
@@ -191,6 +194,17 @@ class TeacherConfig:
     kind: str = field(default="ema", metadata=_choices("ema", "frozen"))
     momentum: tuple[float, float] = (0.996, 1.0)
     checkpoint: str | None = None
+    layer_norm_targets: bool = True  # targets = LayerNorm (no affine) of the teacher's final tokens
+
+
+@dataclass
+class DecoderConfig:
+    """The pixel decoder of the pixel-reconstruction methods (MAE / V-Pixel, SALT's teacher stage)."""
+
+    dim: int = 512
+    depth: int = 4
+    heads: int = 16
+    norm_pixels: bool = True  # targets normalized per patch/tubelet and channel (mean 0, divided by std + 1e-6)
 
 
 @dataclass
@@ -251,3 +265,4 @@ class Config:
     text: TextConfig = field(default_factory=TextConfig)
     tcjepa: TCJEPAConfig = field(default_factory=TCJEPAConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)

@@ -24,15 +24,21 @@ from openjepa.schedules import linear
 
 
 def feature_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean over all predicted features of ``smooth_l1`` (reference code), ``l2`` (squared) or ``l1``."""
+    """The prediction loss between ``[..., D]`` features.
+
+    ``smooth_l1`` (I-JEPA reference code), ``l2`` (squared error) and ``l1`` are means over every predicted
+    feature; ``l2norm`` is the mean over predicted patches of the Euclidean norm of the error (TC-JEPA's Eq. 1).
+    """
     pred, target = pred.float(), target.float()
+    if kind == "l2norm":
+        return (pred - target).norm(dim=-1).mean()
     if kind == "smooth_l1":
         return F.smooth_l1_loss(pred, target)
     if kind == "l2":
         return F.mse_loss(pred, target)
     if kind == "l1":
         return F.l1_loss(pred, target)
-    raise ValueError(f"unknown loss {kind!r} (train.loss): use smooth_l1, l2 or l1")
+    raise ValueError(f"unknown loss {kind!r} (train.loss): use smooth_l1, l2, l1 or l2norm")
 
 
 def gather_targets(h: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
@@ -62,6 +68,7 @@ class IJEPA(Method):
         self.check_config(cfg)
         self.input_key = self.data_needs(cfg).input_key
         self.loss_kind = cfg.train.loss
+        self.layer_norm_targets = cfg.teacher.layer_norm_targets
         self.ema_start, self.ema_final = cfg.teacher.momentum
         self.total_steps = total_steps
         self.encoder = build_encoder(cfg)
@@ -77,9 +84,9 @@ class IJEPA(Method):
 
     @torch.no_grad()
     def teacher_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Teacher tokens of the full input, layer-normed without affine: ``[B, N, D]``."""
+        """Teacher tokens of the full input, layer-normed without affine (``teacher.layer_norm_targets``)."""
         h = self.teacher(x)
-        return F.layer_norm(h, h.shape[-1:])
+        return F.layer_norm(h, h.shape[-1:]) if self.layer_norm_targets else h
 
     def targets(self, x: torch.Tensor, tgt_idx: torch.Tensor) -> torch.Tensor:
         """Layer-normed teacher features at the target positions: ``[B, T, Kt, D]``."""
