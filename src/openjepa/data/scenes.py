@@ -20,10 +20,16 @@ Probe labels (never seen by pretraining methods), see :attr:`ScenesDataset.tasks
 - ``largest_shape`` / ``largest_color``: the object with the largest area.
 - ``smallest_color``: the object with the smallest area (a fine-grained attribute of a small object).
 - ``leftmost_shape``: the object whose centre has the smallest x.
+- ``has_circle`` ... ``has_cross``: whether any object has that shape (0 or 1). These need no relation
+  between objects, so they measure shape recognition alone.
 
-Object sizes are continuous (an equal-area radius drawn within the size class), so "largest" is decided
-by area; exact ties (probability zero) go to the object drawn first. The dense probe uses the ``seg`` map
-(0 = background, 1 + shape id of the topmost object) and :func:`patch_labels`.
+Labels are unambiguous by construction (since :data:`SCENES_VERSION` ``"2"``): in every scene with two or
+more objects the largest object's area is at least :data:`AREA_RATIO` (1.3) times every other object's,
+the smallest object's at most 1/1.3 times every other's, and the leftmost centre lies at least
+:data:`LEFT_GAP` (8%) of the canvas width left of every other centre. "Area" is the geometric area
+``pi * radius**2`` of :attr:`SceneObject.area`, the quantity the labels compare; the rendered pixel area
+follows it up to anti-aliasing and the little overlap placement allows. The dense probe uses the ``seg``
+map (0 = background, 1 + shape id of the topmost object) and :func:`patch_labels`.
 """
 
 from __future__ import annotations
@@ -48,6 +54,18 @@ SIZES: tuple[str, ...] = ("small", "large")
 TEXTURES: tuple[str, ...] = ("solid", "striped")
 SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
+#: Version of what the generator draws. Bump it whenever the same (seed, split, index) can give a
+#: different scene, caption or label, so exported copies and cached features can tell they are stale.
+#: "1": first release. "2": unambiguous labels (area ratio, leftmost gap), ``has_<shape>`` tasks, size
+#: ranges widened to make room for the ratio.
+SCENES_VERSION = "2"
+
+#: The largest object's area is at least this many times any other's; the smallest's at most 1 / this.
+AREA_RATIO = 1.3
+#: The leftmost centre is at least this fraction of the canvas width left of every other centre.
+#: 8% is 5 px at 64 px, about half a small object's width: visibly "further left" at any image size.
+LEFT_GAP = 0.08
+
 #: Saturated colours chosen to be far apart in RGB and to stand out from the muted backgrounds.
 COLOR_RGB: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 35),
@@ -66,8 +84,14 @@ SEG_CLASSES = len(SHAPES) + 1
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 224
 
 # Object size = radius of the circle with the same area, as a fraction of the canvas side. The two
-# ranges do not overlap (area ratio >= 1.9) so "small" and "large" are clearly different at any size.
-SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.06, 0.08), "large": (0.11, 0.14)}
+# ranges do not overlap (area ratio >= 1.7) so "small" and "large" are clearly different at any size.
+# Each range spans a radius ratio above AREA_RATIO (1.45 and 1.38 > 1.3): a scene whose objects all share
+# one size class still has room for a largest object 1.3x above the middle ones and a smallest 1.3x
+# below them (see _draw_radii).
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.055, 0.08), "large": (0.105, 0.145)}
+# Radius factor between the largest (smallest) object and the next one; the 1e-9 keeps the area ratio
+# >= AREA_RATIO after floating-point rounding of radius * factor.
+_RADIUS_RATIO = math.sqrt(AREA_RATIO) * (1 + 1e-9)
 
 # Shape geometry. Every shape is scaled to the same area for the same equal-area radius r, so "largest"
 # means the same thing for a cross and a circle. Derivations (area = pi r^2):
@@ -98,6 +122,10 @@ BOUND: dict[str, float] = {
 # for triangles, stars and crosses, so 0.8 still leaves the visible shapes almost disjoint.
 _MIN_GAP = 0.8
 _PLACEMENT_TRIES = 60
+# Whole-layout attempts (fresh sizes and positions) before the scene gives up its last object. One object
+# always fits, so sample_scene terminates; at the default sizes an object is dropped in well under 1% of
+# scenes even with 8 objects (test_scenes measures it).
+_LAYOUT_TRIES = 10
 _SUPERSAMPLE = 2  # 2x2 samples per pixel: soft edges keep small shapes legible at 64 px
 _NOISE_MAX = 7  # uniform pixel noise in [-7, 7] (std 4.3 on 0-255): empty regions are never constant
 _STRIPE_ANGLES = (0.0, math.pi / 4, math.pi / 2, 3 * math.pi / 4)
@@ -178,13 +206,20 @@ class Scene:
 
     def labels(self) -> dict[str, int]:
         """The probe labels, keyed as in :attr:`ScenesDataset.tasks`."""
+        present = {o.shape for o in self.objects}
         return {
             "count": len(self.objects) - 1,
             "largest_shape": self.largest().shape_id,
             "largest_color": self.largest().color_id,
             "smallest_color": self.smallest().color_id,
             "leftmost_shape": self.leftmost().shape_id,
+            **{presence_task(shape): int(shape in present) for shape in SHAPES},
         }
+
+
+def presence_task(shape: str) -> str:
+    """Name of the binary probe task "some object is a ``shape``" (``has_circle``, ...)."""
+    return f"has_{shape}"
 
 
 # ----------------------------------------------------------------------------- random streams
@@ -210,8 +245,30 @@ def _background_color(rng: np.random.Generator) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(gray + tint, 0, 255).round())  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class _Attributes:
+    """What an object looks like before the layout gives it a size and a place."""
+
+    shape: str
+    color: str
+    size: str
+    texture: str
+    stripe_angle: float
+
+
+def _draw_attributes(rng: np.random.Generator) -> _Attributes:
+    return _Attributes(
+        _pick(rng, SHAPES), _pick(rng, COLORS), _pick(rng, SIZES), _pick(rng, TEXTURES), _pick(rng, _STRIPE_ANGLES)
+    )
+
+
 def sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) -> Scene:
     """Draws a scene: background and 1..max_objects objects placed with little overlap.
+
+    With two or more objects the sizes and positions satisfy the label constraints by construction: the
+    largest area is at least :data:`AREA_RATIO` times every other, the smallest at most 1 / AREA_RATIO
+    times every other, and the leftmost centre is at least :data:`LEFT_GAP` of the width left of every
+    other centre.
 
     Args:
         rng: the scene's random stream.
@@ -219,38 +276,97 @@ def sample_scene(rng: np.random.Generator, image_size: int, max_objects: int) ->
         max_objects: upper bound on the number of objects.
 
     Returns:
-        The scene. When an object does not fit after many tries it is retried as a small object and
-        dropped only if that fails too (rare with the default sizes, never below 4 objects at 64 px).
+        The scene, objects in drawing order (later on top). When no layout fits after
+        ``_LAYOUT_TRIES`` attempts the last object is dropped and the layout drawn again; a single object
+        always fits, so this terminates (and is rare: well under 1% of scenes at the default sizes).
     """
     size = float(image_size)
     background = (_background_color(rng), _background_color(rng), float(rng.uniform(0, 2 * math.pi)))
     num = int(rng.integers(1, max_objects + 1))
-    objects: list[SceneObject] = []
-    for _ in range(num):
-        shape = _pick(rng, SHAPES)
-        color = _pick(rng, COLORS)
-        size_class = _pick(rng, SIZES)
-        texture = _pick(rng, TEXTURES)
-        stripe_angle = _pick(rng, _STRIPE_ANGLES)
-        for cls in (size_class, "small") if size_class == "large" else (size_class,):
-            radius = float(rng.uniform(*SIZE_RANGES[cls])) * size
-            reach = BOUND[shape] * radius
-            position = _place(rng, reach, size, objects)
-            if position is not None:
-                objects.append(
-                    SceneObject(shape, color, cls, texture, position[0], position[1], radius, stripe_angle)
-                )
-                break
+    attributes = [_draw_attributes(rng) for _ in range(num)]
+    objects = _layout_with_retries(rng, attributes, size)
+    while objects is None:
+        attributes = attributes[:-1]
+        objects = _layout_with_retries(rng, attributes, size)
     noise_seed = int(rng.integers(0, 2**31))
-    return Scene(image_size, tuple(objects), background, noise_seed)
+    return Scene(image_size, objects, background, noise_seed)
+
+
+def _layout_with_retries(
+    rng: np.random.Generator, attributes: Sequence[_Attributes], size: float
+) -> tuple[SceneObject, ...] | None:
+    for _ in range(_LAYOUT_TRIES):
+        objects = _layout(rng, attributes, size)
+        if objects is not None:
+            return objects
+    return None
+
+
+def _layout(rng: np.random.Generator, attributes: Sequence[_Attributes], size: float) -> tuple[SceneObject, ...] | None:
+    """Sizes and places the objects (in the order of ``attributes``), or None if one does not fit."""
+    radii = [r * size for r in _draw_radii(rng, [a.size for a in attributes])]
+    placed: dict[int, SceneObject] = {}
+    # Biggest first: the large objects are the hard ones to fit, so they pick their places on an emptier
+    # canvas. The drawing order stays the order of ``attributes`` (random with respect to size).
+    for k in sorted(range(len(attributes)), key=lambda k: -radii[k]):
+        a = attributes[k]
+        position = _place(rng, BOUND[a.shape] * radii[k], size, list(placed.values()))
+        if position is None:
+            return None
+        placed[k] = SceneObject(a.shape, a.color, a.size, a.texture, *position, radii[k], a.stripe_angle)
+    return tuple(placed[k] for k in range(len(attributes)))
+
+
+def _draw_radii(rng: np.random.Generator, classes: Sequence[str]) -> list[float]:
+    """Equal-area radii (fractions of the canvas side), each inside its size class's range.
+
+    Guarantees, for two or more objects, that the largest radius is at least ``_RADIUS_RATIO`` times
+    every other and the smallest at most 1 / ``_RADIUS_RATIO`` times every other (area ratio
+    :data:`AREA_RATIO`). By construction, no rejection: the largest object is one of the highest size
+    class present, the smallest one of the lowest; the middle objects are drawn first in their class's
+    range shrunk to leave room above (below) them when they share the class of the largest (smallest);
+    then the largest is drawn above all of them and the smallest below all the others. The shrunk ranges
+    are never empty because each class range spans a radius ratio above ``_RADIUS_RATIO ** 2``, and the
+    gap between the classes is wider than ``_RADIUS_RATIO``.
+    """
+    rank = SIZES.index
+    if len(classes) == 1:
+        return [float(rng.uniform(*SIZE_RANGES[classes[0]]))]
+    top, bottom = max(classes, key=rank), min(classes, key=rank)
+    largest = _pick(rng, [k for k, c in enumerate(classes) if c == top])
+    smallest = _pick(rng, [k for k, c in enumerate(classes) if c == bottom and k != largest])
+    middle = [k for k in range(len(classes)) if k not in (largest, smallest)]
+    radii = [0.0] * len(classes)
+    for k in middle:
+        lo, hi = SIZE_RANGES[classes[k]]
+        lo *= _RADIUS_RATIO if classes[k] == bottom else 1.0
+        hi /= _RADIUS_RATIO if classes[k] == top else 1.0
+        radii[k] = float(rng.uniform(lo, hi))
+    lo, hi = SIZE_RANGES[top]
+    # With two objects of one class the smallest is drawn after the largest: keep room for it below.
+    floor = lo * _RADIUS_RATIO if top == bottom else lo
+    radii[largest] = float(rng.uniform(max([floor] + [radii[k] * _RADIUS_RATIO for k in middle]), hi))
+    lo, hi = SIZE_RANGES[bottom]
+    others = [radii[k] for k in range(len(classes)) if k != smallest]
+    radii[smallest] = float(rng.uniform(lo, min(hi, min(others) / _RADIUS_RATIO)))
+    return radii
 
 
 def _place(
     rng: np.random.Generator, reach: float, size: float, objects: Sequence[SceneObject]
 ) -> tuple[float, float] | None:
-    """A centre keeping the shape inside the canvas and away from ``objects``, or None."""
+    """A centre keeping the shape inside the canvas, away from ``objects`` and the leftmost gap, or None.
+
+    The leftmost gap holds for every prefix of the placement: a new centre more than ``LEFT_GAP * size``
+    from the current leftmost centre either becomes the new leftmost (and the old one is the runner-up,
+    far enough) or leaves the leftmost and its runner-up as they were, or becomes the runner-up far enough.
+    """
+    min_dx = LEFT_GAP * size
+    leftmost = min((o.x for o in objects), default=None)
     for _ in range(_PLACEMENT_TRIES):
         x, y = rng.uniform(reach, size - reach, size=2)
+        if leftmost is not None and abs(x - leftmost) < min_dx:
+            continue
         if all(math.hypot(x - o.x, y - o.y) >= _MIN_GAP * (reach + o.reach) for o in objects):
             return float(x), float(y)
     return None
@@ -637,7 +753,11 @@ class ScenesDataset(torch.utils.data.Dataset):
         num_captions: captions per image (more when there are more objects than that).
 
     Attributes:
-        tasks: probe task name -> number of classes, in a fixed order.
+        tasks: probe task name -> number of classes, in a fixed order: ``count``, ``largest_shape``,
+            ``largest_color``, ``smallest_color``, ``leftmost_shape``, then the binary ``has_circle``,
+            ``has_square``, ``has_triangle``, ``has_diamond``, ``has_star``, ``has_cross``.
+        version: :data:`SCENES_VERSION`, the generator version the items come from (record it with
+            anything derived from them).
 
     Items are dicts: ``image`` (PIL RGB), ``captions`` (list[str]), ``labels`` (dict[str, int]),
     ``seg`` (uint8 [S, S]) and ``index``.
@@ -678,7 +798,9 @@ class ScenesDataset(torch.utils.data.Dataset):
             "largest_color": len(COLORS),
             "smallest_color": len(COLORS),
             "leftmost_shape": len(SHAPES),
+            **{presence_task(shape): 2 for shape in SHAPES},
         }
+        self.version = SCENES_VERSION
 
     def __len__(self) -> int:
         return self.size
