@@ -120,10 +120,11 @@ def export_scenes(
     else:
         planned = _shard_names(count, shard_size)
     planned.append("scenes.json")
-    base = _manifest_base("scenes", getattr(scenes_module, "SCENES_VERSION", None), fmt, count, split)
+    base = _manifest_base("scenes", scenes_module.SCENES_VERSION, fmt, count, split)
     _begin(out, overwrite, base, planned)
     meta = {
         "generator": "openjepa scenes",
+        "version": scenes_module.SCENES_VERSION,
         "split": split,
         "count": count,
         "image_size": image_size,
