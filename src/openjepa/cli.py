@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     from openjepa.data.cli import add_parser as add_data
     from openjepa.eval.text_attention import add_inspect_text_attention
     from openjepa.masks.cli import add_inspect_masks
+    from openjepa.methods.cli import add_flops
     from openjepa.theory.cli import add_parser as add_theory
     from openjepa.train.cli import add_compare, add_eval
 
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export(sub)
     add_convert(sub)
     add_compare(sub)
+    add_flops(sub)
     inspect = sub.add_parser("inspect", help="look inside: mask statistics, TC-JEPA text attention")
     inspect_sub = inspect.add_subparsers(dest="inspect_command", metavar="WHAT")
     add_inspect_masks(inspect_sub)
@@ -93,7 +95,7 @@ def add_pretrain(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", nargs="?", help="YAML config, e.g. configs/ijepa/demo.yaml (optional with --resume)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--out", help="run folder (default: runs/<config name>)")
+    p.add_argument("--out", help="run folder (default: runs/<config folder>-<config name>, e.g. runs/ijepa-demo)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoint-latest.pt")
     p.add_argument("--overwrite", action="store_true", help="start again in an --out folder that holds a run")
     p.add_argument("--no-eval", action="store_true", help="skip the probe evaluation after training")
@@ -114,9 +116,9 @@ def pretrain_config(args: argparse.Namespace) -> tuple[Config, Path]:
     if args.config and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides, args.config = [args.config, *args.overrides], None
     if args.resume:
-        out = Path(args.out or Path("runs") / Path(args.config or "").stem)
         if not args.out and not args.config:
             raise ConfigError("--resume needs --out RUN_FOLDER (the folder of the run to continue)")
+        out = Path(args.out) if args.out else default_run_folder(args.config)
         path = checkpoints.resolve_checkpoint_path(out)
         cfg = checkpoints.checkpoint_config(checkpoints.load_checkpoint(path), path)
         apply_overrides(cfg, args.overrides)
@@ -124,7 +126,15 @@ def pretrain_config(args: argparse.Namespace) -> tuple[Config, Path]:
         return cfg, out
     if not args.config:
         raise ConfigError("pretrain needs a CONFIG file (e.g. configs/ijepa/demo.yaml), or --resume --out RUN")
-    return load_config(args.config, args.overrides), Path(args.out or Path("runs") / Path(args.config).stem)
+    out = Path(args.out) if args.out else default_run_folder(args.config)
+    return load_config(args.config, args.overrides), out
+
+
+def default_run_folder(config: str) -> Path:
+    """``runs/<config folder>-<config name>``: ``configs/ijepa/demo.yaml`` -> ``runs/ijepa-demo`` (so the demo
+    configs of different methods never share a folder)."""
+    path = Path(config)
+    return Path("runs") / (f"{path.parent.name}-{path.stem}" if path.parent.name else path.stem)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
