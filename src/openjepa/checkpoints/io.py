@@ -103,14 +103,16 @@ def read_torch_file(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err) or "weights_only" in str(err):
+        if "Unsupported global" in str(err) or "was not an allowed global" in str(err):
             raise CheckpointError(
                 f"{path} holds Python objects beyond tensors and plain values, which openjepa refuses to "
                 "unpickle (that could run arbitrary code). If you trust the file, re-save its tensors with "
                 "the program that wrote it (e.g. torch.save(model.state_dict(), ...))."
             ) from None
+        # torch's own message recommends weights_only=False: never pass that on, name what is wrong instead.
         raise CheckpointError(
-            f"checkpoint {path} is corrupt or not a PyTorch file ({_first_line(err)}). {_EARLIER}"
+            f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({size} bytes, not a readable torch.save "
+            f"file). {_EARLIER}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as err:
         raise CheckpointError(

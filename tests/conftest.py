@@ -1,4 +1,4 @@
-"""Shared settings for training tests: a tiny model on tiny scenes so each run takes seconds."""
+"""Shared test settings: a tiny model on tiny scenes so each training run takes seconds."""
 
 import pytest
 
