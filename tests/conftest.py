@@ -26,3 +26,17 @@ TINY = [
 @pytest.fixture
 def tiny_overrides():
     return list(TINY)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Caches (text embeddings, features, supervised ceilings) go to a temporary folder, not ~/.cache."""
+    import os
+
+    old = os.environ.get("OPENJEPA_CACHE")
+    os.environ["OPENJEPA_CACHE"] = str(tmp_path_factory.mktemp("openjepa-cache"))
+    yield
+    if old is None:
+        os.environ.pop("OPENJEPA_CACHE", None)
+    else:
+        os.environ["OPENJEPA_CACHE"] = old

@@ -38,11 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand)."""
     from openjepa.checkpoints.cli import add_convert, add_export
     from openjepa.data.cli import add_parser as add_data
+    from openjepa.eval.cli import add_compare, add_eval, add_features
     from openjepa.eval.text_attention import add_inspect_text_attention
     from openjepa.masks.cli import add_inspect_masks
     from openjepa.methods.cli import add_flops
     from openjepa.theory.cli import add_parser as add_theory
-    from openjepa.train.cli import add_compare, add_eval
 
     parser = argparse.ArgumentParser(
         prog="openjepa",
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_pretrain(sub)
     add_eval(sub)
+    add_features(sub)
     add_export(sub)
     add_convert(sub)
     add_compare(sub)
@@ -141,7 +142,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     """Handler of ``openjepa pretrain``: trains, then (rank 0) evaluates the final encoder."""
     import os
 
-    from openjepa.train.cli import evaluate_checkpoint
+    from openjepa.eval.cli import evaluate_checkpoint
     from openjepa.train.loop import train
 
     cfg, out = pretrain_config(args)

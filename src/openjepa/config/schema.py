@@ -139,6 +139,7 @@ class OptimConfig:
     start_lr: float = 2e-4
     final_lr: float = 1e-6
     warmup_epochs: float = 40
+    warmup_steps: int = 0  # > 0: the warmup in optimizer steps, instead of warmup_epochs (recipes given in steps)
     weight_decay: float = 0.04
     final_weight_decay: float = 0.4
     betas: tuple[float, float] = (0.9, 0.999)
@@ -170,17 +171,29 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Frozen-feature evaluation on the built-in probe tasks."""
+    """Frozen-feature evaluation (docs/evaluation.md): probes and the reference rows they are read against."""
 
-    train_size: int = 2000
-    val_size: int = 500
+    train_size: int = 2000  # built-in data: probe training items
+    val_size: int = 500  # built-in data: probe validation items
     batch_size: int = 128
     probe_lrs: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
     probe_epochs: int = 30
     knn_k: int = 20
     num_workers: int = 0  # loader workers for feature extraction
-    random_baseline: bool = True
+    random_baseline: bool = True  # row: a random-init encoder of the same architecture
     after_pretrain: bool = True  # `openjepa pretrain` evaluates the final encoder
+    attentive: bool = True  # the attentive probe beside the average-pooled linear probe
+    attentive_depth: int = 1  # probe blocks (V-JEPA 2 uses 4; extra blocks are slow on a CPU)
+    attentive_heads: int = 0  # 0: the most heads (up to 16) that are each at least 32 wide
+    attentive_epochs: int = 20
+    num_clips: int = 2  # video: evenly spaced clips per video, predictions averaged
+    pixels: bool = True  # row: raw pixels (downsampled)
+    pixel_size: int = 4  # raw pixels: pixels per token side
+    supervised_ceiling: bool = True  # row: the same architecture trained on the probe labels
+    ceiling_steps: int = 0  # 0: as many steps as the checkpoint's pretraining (1000 when unknown)
+    ceiling_lr: float = 1e-3
+    seeds: tuple[int, ...] = (0,)  # probe seeds (mean +- std over them)
+    cache: str | None = None  # feature / ceiling cache folder; None: $OPENJEPA_CACHE or ~/.cache/openjepa
 
 
 @dataclass

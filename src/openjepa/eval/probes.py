@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_LRS: tuple[float, ...] = (1e-3, 3e-3, 1e-2)
+# The same sweep as ``eval.probe_lrs``: four learning rates, half a decade apart.
+DEFAULT_LRS: tuple[float, ...] = (1e-3, 3e-3, 1e-2, 3e-2)
 
 # Rows per matrix product when predicting or computing statistics, so that the dense probe's
 # [N * h * w, D] patch features (often float16 on the CPU) are never copied to float32 all at once.
@@ -28,7 +29,7 @@ _CHUNK = 65536
 
 
 @contextmanager
-def _single_cpu_thread(device: torch.device) -> Iterator[None]:
+def single_cpu_thread(device: torch.device) -> Iterator[None]:
     """Runs the block with one intra-op thread when on the CPU, then restores the thread count.
 
     A probe is thousands of tiny operations. With several OpenMP threads each one pays a fork/join, and
@@ -46,7 +47,7 @@ def _single_cpu_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _check_labels(y: torch.Tensor, num_classes: int, name: str) -> None:
+def check_labels(y: torch.Tensor, num_classes: int, name: str) -> None:
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
         raise ValueError(
             f"{name} holds labels in [{int(y.min())}, {int(y.max())}] but num_classes={num_classes}: "
@@ -189,15 +190,15 @@ def linear_probe(
     """
     _check_pair(train_x, train_y, "linear_probe train")
     _check_pair(val_x, val_y, "linear_probe val")
-    _check_labels(train_y, num_classes, "train_y")
-    _check_labels(val_y, num_classes, "val_y")
+    check_labels(train_y, num_classes, "train_y")
+    check_labels(val_y, num_classes, "val_y")
     if not lrs:
         raise ValueError("linear_probe needs at least one learning rate in lrs")
     dev = _resolve_device(train_x, device)
     # The pooled features are small: move them once instead of once per batch.
     train_x, train_y = train_x.to(dev).float(), train_y.to(dev).long()
     mean, std = standardization_stats(train_x)
-    with torch.enable_grad(), _single_cpu_thread(dev):
+    with torch.enable_grad(), single_cpu_thread(dev):
         heads = _train_heads(
             train_x, train_y, num_classes, lrs, epochs, batch_size, weight_decay, seed, mean, std, dev
         )
@@ -242,7 +243,7 @@ def knn_classify(
     _check_pair(val_x, val_y, "knn_classify val")
     if num_classes is None:
         num_classes = int(max(int(train_y.max()), int(val_y.max()))) + 1
-    _check_labels(train_y, num_classes, "train_y")
+    check_labels(train_y, num_classes, "train_y")
     dev = train_x.device
     ref = F.normalize(train_x.float(), dim=1)
     ref_y = train_y.long()
@@ -322,12 +323,12 @@ def dense_probe(
     ty = train_patch_labels.reshape(-1).long()
     vx = val_patches.reshape(-1, val_patches.shape[-1])
     vy = val_patch_labels.reshape(-1).long()
-    _check_labels(ty, num_classes, "train_patch_labels")
-    _check_labels(vy, num_classes, "val_patch_labels")
+    check_labels(ty, num_classes, "train_patch_labels")
+    check_labels(vy, num_classes, "val_patch_labels")
     dev = _resolve_device(tx, device)
     mean, std = standardization_stats(tx)
     mean, std = mean.to(dev), std.to(dev)
-    with torch.enable_grad(), _single_cpu_thread(dev):
+    with torch.enable_grad(), single_cpu_thread(dev):
         heads = _train_heads(tx, ty, num_classes, lrs, epochs, batch_size, weight_decay, seed, mean, std, dev)
     vy_dev = vy.to(dev)
     results = []

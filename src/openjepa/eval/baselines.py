@@ -1,0 +1,442 @@
+"""Reference encoders that calibrate a probe table: random init, raw pixels, a supervised ceiling.
+
+A probe accuracy alone says little: on small synthetic images a random ViT, or the pixels themselves,
+already score far above chance, and a task can be out of reach of the architecture and budget whatever
+the pretraining. So every report shows, beside the pretrained encoder:
+
+- **random init**: the same architecture with fresh weights (:func:`random_encoder_like`);
+- **raw pixels**: the input itself, downsampled to a few pixels per token (:class:`PixelEncoder`);
+- **supervised ceiling**: the same architecture trained from scratch *on the probe labels* with the same
+  number of optimizer steps as the pretraining run (:func:`supervised_ceiling`). Its frozen features go
+  through the same probes, and its own heads are reported too. A task where even this stays at chance
+  measures nothing at this scale.
+
+The ceiling costs a training run, so it is cached by (architecture, training data, tasks, steps, batch,
+optimizer settings, seed) under ``ROOT/ceilings`` (``ROOT`` as for the feature cache).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+from tqdm import tqdm
+
+from openjepa.eval.cache import dataset_fingerprint, default_cache_root, describe_transform, hash_json
+from openjepa.eval.features import EvalCollate, EvalItems, default_transform, encoder_image_size, input_key_of
+from openjepa.models.pos_embed import position_table
+from openjepa.models.vit import VisionTransformer
+
+__all__ = [
+    "DEFAULT_CEILING_STEPS",
+    "RANDOM_INIT_SEED_OFFSET",
+    "Ceiling",
+    "CeilingSpec",
+    "PixelEncoder",
+    "ceiling_head_accuracy",
+    "pixel_encoder_like",
+    "random_encoder_like",
+    "supervised_ceiling",
+    "train_supervised",
+]
+
+# Offset of the random-init baseline's seed from the probe seed, so that the baseline's weights never
+# coincide with an initialization the training run itself may have drawn from the same seed.
+RANDOM_INIT_SEED_OFFSET = 12345
+
+# Optimizer steps of the ceiling when the pretraining run's step count is unknown (exported or official
+# weights) and none is given (--ceiling-steps / eval.ceiling_steps).
+DEFAULT_CEILING_STEPS = 1000
+
+CEILING_FORMAT = "openjepa-ceiling-v1"
+
+
+def random_encoder_like(encoder: VisionTransformer, seed: int = 0, rescale_init: bool = False) -> VisionTransformer:
+    """A freshly initialized encoder of ``encoder``'s architecture, drawn with seed ``seed + 12345``.
+
+    The global RNG state is forked, so building the baseline does not shift the caller's random stream.
+
+    Args:
+        encoder: the encoder whose ``config()`` (constructor arguments) is copied.
+        seed: probe seed; the weights use ``seed + RANDOM_INIT_SEED_OFFSET``.
+        rescale_init: the run's ``model.rescale_init`` (an init choice ``config()`` does not record).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + RANDOM_INIT_SEED_OFFSET)
+        return VisionTransformer(**encoder.config(), rescale_init=rescale_init).eval()
+
+
+# ----------------------------------------------------------------------------- raw pixels
+
+
+class PixelEncoder(nn.Module):
+    """Raw pixels as "tokens": the input downsampled to ``cell x cell`` pixels per token of the encoder's grid.
+
+    The input (normalized, as the encoder sees it) is area-averaged to ``grid * cell`` pixels per side
+    (and, for video, to one frame per tubelet); each grid cell becomes a token holding its ``3 * cell^2``
+    pixel values, followed by a fixed sin-cos code of the cell's position (``pos_dim`` channels), because
+    encoder tokens know where they are and an attentive probe on position-blind pixels would be an unfair
+    reference. :meth:`pool` (used for the linear and k-NN probes) flattens the pixel values only: the
+    downsampled image itself, as in a linear probe on raw pixels.
+
+    Args:
+        img_size: input side in pixels.
+        patch_size: the encoder's patch side (its token grid is ``img_size // patch_size``).
+        cell: pixels per token side after downsampling.
+        num_frames: frames per clip (> 1: video).
+        tubelet_size: frames per token (video).
+        pos_dim: channels of the position code (a multiple of 12, so it fits 2-D and 3-D tables).
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        cell: int = 4,
+        num_frames: int = 1,
+        tubelet_size: int = 2,
+        pos_dim: int = 12,
+    ):
+        super().__init__()
+        if cell < 1:
+            raise ValueError(f"pixel baseline: eval.pixel_size={cell} must be >= 1")
+        if img_size % patch_size:
+            raise ValueError(f"pixel baseline: image size {img_size} is not a multiple of the patch size {patch_size}")
+        self.img_size = (img_size, img_size)
+        self.patch_size = patch_size
+        self.cell = cell
+        self.num_frames = num_frames
+        self.is_video = num_frames > 1
+        self.tubelet_size = tubelet_size if self.is_video else 1
+        side = img_size // patch_size
+        self.grid_size: tuple[int, ...] = (side, side)
+        if self.is_video:
+            self.grid_size = (num_frames // self.tubelet_size, side, side)
+        self.pixel_dim = 3 * cell * cell
+        self.pos_dim = pos_dim
+        self.embed_dim = self.pixel_dim + pos_dim
+        self.register_buffer("pos_code", position_table(pos_dim, self.grid_size), persistent=False)
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (they identify the features in the cache)."""
+        return {
+            "img_size": self.img_size[0], "patch_size": self.patch_size, "cell": self.cell,
+            "num_frames": self.num_frames, "tubelet_size": self.tubelet_size, "pos_dim": self.pos_dim,
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` or clips ``[B, 3, T, H, W]`` -> tokens ``[B, K, 3 * cell^2 + pos_dim]``."""
+        c = self.cell
+        if self.is_video:
+            t, h, w = self.grid_size
+            small = F.adaptive_avg_pool3d(x.float(), (t, h * c, w * c))  # [B, 3, t, h*c, w*c]
+            cells = small.reshape(x.shape[0], 3, t, h, c, w, c).permute(0, 2, 3, 5, 1, 4, 6)
+        else:
+            h, w = self.grid_size
+            small = F.adaptive_avg_pool2d(x.float(), (h * c, w * c))
+            cells = small.reshape(x.shape[0], 3, h, c, w, c).permute(0, 2, 4, 1, 3, 5)
+        tokens = cells.reshape(x.shape[0], -1, self.pixel_dim)
+        pos = self.pos_code.to(tokens).expand(x.shape[0], -1, -1)
+        return torch.cat([tokens, pos], dim=-1)
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, K, D] -> [B, K * 3 * cell^2]``: the downsampled input, position code left out."""
+        return tokens[..., : self.pixel_dim].flatten(1)
+
+
+def pixel_encoder_like(encoder: nn.Module, cell: int = 4) -> PixelEncoder:
+    """The :class:`PixelEncoder` on ``encoder``'s input (size, frames) and token grid."""
+    return PixelEncoder(
+        encoder_image_size(encoder),
+        int(encoder.patch_size),
+        cell,
+        num_frames=int(getattr(encoder, "num_frames", 1)),
+        tubelet_size=int(getattr(encoder, "tubelet_size", 2)),
+    )
+
+
+# ----------------------------------------------------------------------------- supervised ceiling
+
+
+@dataclass
+class CeilingSpec:
+    """How the supervised ceiling is trained.
+
+    AdamW (betas 0.9 / 0.999), a linear warmup over ``warmup`` of the steps then a cosine decay to zero,
+    gradient clipping at ``clip_grad``, no augmentation (the evaluation transform: labels such as
+    "leftmost" or "count" are not invariant to crops). One linear head per task on the mean-pooled tokens
+    (the features the linear probe reads), trained jointly: the loss is the mean of the tasks' cross-entropies.
+
+    Attributes:
+        steps: optimizer steps (the pretraining run's, when known).
+        batch_size: images (clips) per step.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay on the weight matrices.
+        warmup: fraction of the steps with a linear warmup.
+        clip_grad: gradient-norm clipping (0: none).
+        seed: initialization and data order.
+    """
+
+    steps: int = DEFAULT_CEILING_STEPS
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.1
+    clip_grad: float = 1.0
+    seed: int = 0
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of step ``step`` (0-based)."""
+        warm = max(1, round(self.warmup * self.steps))
+        if step < warm:
+            return self.lr * (step + 1) / warm
+        progress = (step - warm) / max(1, self.steps - warm)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Ceiling:
+    """A trained supervised ceiling.
+
+    Attributes:
+        encoder: the trained encoder (eval mode, CPU).
+        heads: one ``nn.Linear`` per task on the mean-pooled tokens.
+        info: spec, tasks, seconds, final training loss and accuracy, cache key.
+        cached: whether it came from the cache.
+    """
+
+    encoder: VisionTransformer
+    heads: nn.ModuleDict
+    info: dict[str, Any] = field(default_factory=dict)
+    cached: bool = False
+
+
+def _heads(dim: int, tasks: dict[str, int]) -> nn.ModuleDict:
+    heads = nn.ModuleDict({task: nn.Linear(dim, classes) for task, classes in tasks.items()})
+    for head in heads.values():
+        nn.init.zeros_(head.weight)
+        nn.init.zeros_(head.bias)
+    return heads
+
+
+def train_supervised(
+    like: VisionTransformer,
+    dataset: Dataset,
+    tasks: dict[str, int],
+    spec: CeilingSpec,
+    device: torch.device | str,
+    transform: Any = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    rescale_init: bool = False,
+) -> Ceiling:
+    """Trains ``like``'s architecture from scratch on ``dataset``'s labels for ``spec.steps`` steps.
+
+    Args:
+        like: the encoder whose architecture (``config()``) is trained (its weights are not used).
+        dataset: labelled items (``image`` or ``video`` as ``like`` expects, ``labels`` with every task).
+        tasks: ``{task: classes}``, one head each.
+        spec: optimizer, steps, batch size and seed.
+        device: where to train (bf16 autocast on CUDA).
+        transform: input -> tensor; default the evaluation transform at ``like``'s input size.
+        num_workers: loader workers.
+        progress: show a tqdm bar on stderr.
+        rescale_init: the run's ``model.rescale_init``.
+
+    Returns:
+        The :class:`Ceiling` (encoder and heads on the CPU, eval mode); ``info`` has the final training loss
+        and accuracy per task (mean over the last 10% of the steps).
+    """
+    if spec.steps < 1:
+        raise ValueError(f"supervised ceiling: steps={spec.steps} must be >= 1 (eval.ceiling_steps / --ceiling-steps)")
+    if not tasks:
+        raise ValueError("supervised ceiling: the data has no label tasks to train on")
+    dev = torch.device(device)
+    input_key = input_key_of(like)
+    if transform is None:
+        transform = default_transform(input_key, encoder_image_size(like))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        encoder = VisionTransformer(**like.config(), rescale_init=rescale_init)
+    heads = _heads(encoder.embed_dim, tasks)
+    encoder.to(dev).train()
+    heads.to(dev).train()
+    params = list(encoder.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
+    decay = [p for n, p in params if p.ndim >= 2 and "pos_embed" not in n]
+    rest = [p for n, p in params if not (p.ndim >= 2 and "pos_embed" not in n)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": spec.weight_decay}, {"params": rest, "weight_decay": 0.0}], lr=spec.lr
+    )
+    items = EvalItems(dataset, input_key)
+    batch_size = min(spec.batch_size, len(items))
+    gen = torch.Generator().manual_seed(spec.seed)
+    loader = DataLoader(
+        items,
+        batch_size=batch_size,
+        sampler=RandomSampler(items, generator=gen),
+        num_workers=num_workers,
+        collate_fn=EvalCollate(transform, int(like.patch_size), input_key),
+        drop_last=True,
+        pin_memory=dev.type == "cuda",
+    )
+    tail = max(1, spec.steps // 10)
+    losses: list[float] = []
+    correct = {task: 0 for task in tasks}
+    seen = 0
+    skipped: list[str] = []
+    start = time.perf_counter()
+    step = 0
+    bar = tqdm(total=spec.steps, desc="supervised ceiling", disable=not progress, file=sys.stderr, leave=False)
+    while step < spec.steps:
+        for batch in loader:
+            skipped += batch["skipped"]
+            if "input" not in batch:
+                continue
+            x = batch["input"].to(dev, non_blocking=True)
+            if input_key == "video":
+                x = x[:, 0]  # one clip per video for training
+            for g in opt.param_groups:
+                g["lr"] = spec.lr_at(step)
+            with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                pooled = encoder(x).mean(1)
+            pooled = pooled.float()
+            logits = {task: heads[task](pooled) for task in tasks}
+            targets = {task: batch["labels"][task].to(dev) for task in tasks}
+            loss = sum(F.cross_entropy(logits[t], targets[t]) for t in tasks) / len(tasks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[union-attr]
+            if spec.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_([p for _, p in params], spec.clip_grad)
+            opt.step()
+            if step >= spec.steps - tail:  # training fit at the end, for the report (logged, not tuned on)
+                losses.append(float(loss.detach()))
+                seen += x.shape[0]
+                for t in tasks:
+                    correct[t] += int((logits[t].argmax(1) == targets[t]).sum())
+            step += 1
+            bar.update(1)
+            if step >= spec.steps:
+                break
+        else:
+            if step == 0:
+                raise ValueError("supervised ceiling: the training data yielded no readable batch")
+    bar.close()
+    info = {
+        "spec": asdict(spec),
+        "batch_size": batch_size,
+        "tasks": dict(tasks),
+        "seconds": time.perf_counter() - start,
+        "final_loss": sum(losses) / len(losses),
+        "train_acc": {t: correct[t] / max(1, seen) for t in tasks},
+        "skipped": len(skipped),
+    }
+    return Ceiling(encoder.cpu().eval(), heads.cpu().eval(), info)
+
+
+@torch.no_grad()
+def ceiling_head_accuracy(
+    ceiling: Ceiling, val_pooled: torch.Tensor, val_labels: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """Val accuracy of the ceiling's own heads on its mean-pooled val features (for video, averaged over clips:
+    the heads are linear, so this is the average of the clips' logits)."""
+    return {
+        task: float((head(val_pooled.float()).argmax(1) == val_labels[task]).float().mean())
+        for task, head in ceiling.heads.items()
+        if task in val_labels
+    }
+
+
+def _ceiling_key(like: VisionTransformer, dataset: Dataset, tasks: dict[str, int], spec: CeilingSpec, transform: Any,
+                 rescale_init: bool) -> str | None:
+    data_fp = dataset_fingerprint(dataset)
+    if data_fp is None:
+        return None
+    return hash_json({
+        "format": CEILING_FORMAT, "arch": like.config(), "rescale_init": rescale_init, "data": hash_json(data_fp),
+        "tasks": tasks, "spec": asdict(spec), "transform": describe_transform(transform),
+    })
+
+
+def _load_ceiling(folder: Path, key: str, like: VisionTransformer, tasks: dict[str, int]) -> Ceiling | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    weights, meta = folder / f"{key}.safetensors", folder / f"{key}.json"
+    if not (weights.is_file() and meta.is_file()):
+        return None
+    try:
+        state = load_file(str(weights))
+        info = json.loads(meta.read_text())
+    except (SafetensorError, OSError, json.JSONDecodeError) as err:
+        print(f"[openjepa] ignoring unreadable ceiling cache entry {weights} ({err})", file=sys.stderr)
+        return None
+    encoder = VisionTransformer(**like.config())
+    heads = _heads(encoder.embed_dim, tasks)
+    encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
+    heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
+    return Ceiling(encoder.eval(), heads.eval(), info, cached=True)
+
+
+def _save_ceiling(folder: Path, key: str, ceiling: Ceiling) -> None:
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {f"encoder.{k}": v.contiguous() for k, v in ceiling.encoder.state_dict().items()}
+    state.update({f"heads.{k}": v.contiguous() for k, v in ceiling.heads.state_dict().items()})
+    tmp = folder / f"{key}.safetensors.tmp{os.getpid()}"
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / f"{key}.safetensors")
+    tmp = folder / f"{key}.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({**ceiling.info, "format": CEILING_FORMAT}, indent=2) + "\n")
+    os.replace(tmp, folder / f"{key}.json")
+
+
+def supervised_ceiling(
+    like: VisionTransformer,
+    dataset: Dataset,
+    tasks: dict[str, int],
+    spec: CeilingSpec,
+    device: torch.device | str,
+    cache_root: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    transform: Any = None,
+    num_workers: int = 0,
+    progress: bool = True,
+    rescale_init: bool = False,
+) -> Ceiling:
+    """The supervised ceiling of ``like``'s architecture on ``dataset``, from the cache or trained.
+
+    Args:
+        like, dataset, tasks, spec, device, transform, num_workers, progress, rescale_init: as in
+            :func:`train_supervised`.
+        cache_root: cache root (ceilings live in ``ROOT/ceilings``); default :func:`default_cache_root`.
+        use_cache: read and write the cache (datasets that cannot be fingerprinted are never cached).
+
+    Returns:
+        The :class:`Ceiling`; ``cached`` says whether it was read from the cache, ``info["cache_key"]``
+        names the entry.
+    """
+    input_key = input_key_of(like)
+    if transform is None:
+        transform = default_transform(input_key, encoder_image_size(like))
+    key = _ceiling_key(like, dataset, tasks, spec, transform, rescale_init) if use_cache else None
+    folder = (Path(cache_root).expanduser() if cache_root is not None else default_cache_root()) / "ceilings"
+    if key is not None:
+        hit = _load_ceiling(folder, key, like, tasks)
+        if hit is not None:
+            return hit
+    ceiling = train_supervised(like, dataset, tasks, spec, device, transform, num_workers, progress, rescale_init)
+    ceiling.info["cache_key"] = key
+    if key is not None:
+        _save_ceiling(folder, key, ceiling)
+    return ceiling

@@ -1,0 +1,166 @@
+"""Reference rows: raw-pixel features (shapes and values), random init, the supervised ceiling and its cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from openjepa.config import Config
+from openjepa.eval import baselines
+from openjepa.eval.baselines import (
+    DEFAULT_CEILING_STEPS,
+    CeilingSpec,
+    PixelEncoder,
+    ceiling_head_accuracy,
+    pixel_encoder_like,
+    random_encoder_like,
+    supervised_ceiling,
+)
+from openjepa.eval.features import extract_features
+from openjepa.eval.report import resolve_ceiling
+from openjepa.models.pos_embed import position_table
+from openjepa.models.vit import VisionTransformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models: extra OpenMP threads only add contention on a shared CPU.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_encoder(seed: int = 0, **kwargs) -> VisionTransformer:
+    torch.manual_seed(seed)
+    return VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, **kwargs)
+
+
+class Squares(Dataset):
+    """A red (class 0) or blue (class 1) square at a random place on grey: an easy, fingerprintable task."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed = n, seed
+        self.tasks = {"color": 2}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        rng = np.random.default_rng([self.seed, i])
+        label = int(rng.integers(2))
+        img = np.full((32, 32, 3), 128, np.uint8)
+        x, y = rng.integers(0, 20, size=2)
+        img[y : y + 12, x : x + 12] = (220, 30, 30) if label == 0 else (30, 30, 220)
+        return {"image": Image.fromarray(img), "labels": {"color": label}, "index": i}
+
+    def fingerprint(self) -> dict:
+        return {"n": self.n, "seed": self.seed}
+
+
+def test_pixel_tokens_are_area_averaged_cells_plus_a_position_code():
+    pix = PixelEncoder(img_size=32, patch_size=8, cell=2)
+    x = torch.randn(3, 3, 32, 32)
+    tokens = pix(x)
+    assert pix.grid_size == (4, 4) and tokens.shape == (3, 16, 3 * 2 * 2 + 12) == (3, 16, pix.embed_dim)
+    small = F.interpolate(x, size=(8, 8), mode="area")  # 4x4 tokens of 2x2 pixels
+    # Token (row 1, column 2) holds the 2x2 pixels of that cell, channel-major.
+    expected = small[:, :, 2:4, 4:6].reshape(3, -1)
+    torch.testing.assert_close(tokens[:, 1 * 4 + 2, :12], expected)
+    torch.testing.assert_close(tokens[0, :, 12:], position_table(12, (4, 4)))
+    # The pooled features are the downsampled image (a permutation of its pixels), without positions.
+    pooled = pix.pool(tokens)
+    assert pooled.shape == (3, 16 * 12)
+    torch.testing.assert_close(pooled.sort(dim=1).values, small.reshape(3, -1).sort(dim=1).values)
+
+
+def test_constant_image_gives_constant_pixel_tokens():
+    pix = PixelEncoder(img_size=16, patch_size=8, cell=3)
+    x = torch.ones(1, 3, 16, 16) * torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1, 1)
+    tokens = pix(x)[0, :, : pix.pixel_dim].reshape(4, 3, 9)
+    torch.testing.assert_close(tokens, torch.tensor([0.5, -1.0, 2.0]).view(1, 3, 1).expand(4, 3, 9))
+
+
+def test_pixel_encoder_for_video_averages_tubelet_frames():
+    pix = PixelEncoder(img_size=16, patch_size=8, cell=2, num_frames=4, tubelet_size=2)
+    x = torch.randn(2, 3, 4, 16, 16)
+    tokens = pix(x)
+    assert pix.grid_size == (2, 2, 2) and tokens.shape == (2, 8, 12 + 12)
+    small = F.adaptive_avg_pool3d(x, (2, 4, 4))
+    torch.testing.assert_close(tokens[:, 0, :12], small[:, :, 0, 0:2, 0:2].reshape(2, -1))
+
+
+def test_pixel_features_through_the_extractor():
+    enc = tiny_encoder()
+    pix = pixel_encoder_like(enc, cell=4)
+    feats = extract_features(pix, Squares(6, 0), batch_size=4, device="cpu", progress=False, pool=pix.pool)
+    assert feats["pooled"].shape == (6, 16 * 3 * 16) and feats["patches"].shape == (6, 16, 48 + 12)
+
+
+def test_random_encoder_like_is_seeded_and_keeps_the_architecture():
+    enc = tiny_encoder()
+    torch.manual_seed(42)
+    state = torch.get_rng_state()
+    a, b, c = random_encoder_like(enc, 0), random_encoder_like(enc, 0), random_encoder_like(enc, 1)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert a.config() == enc.config()
+    wa, wb, wc = (m.blocks[0].attn.qkv.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert not torch.equal(wa, enc.blocks[0].attn.qkv.weight)
+
+
+def test_ceiling_spec_warms_up_then_decays_to_zero():
+    spec = CeilingSpec(steps=100, lr=1e-3, warmup=0.1)
+    assert spec.lr_at(0) == pytest.approx(1e-4)
+    assert spec.lr_at(9) == pytest.approx(1e-3)
+    assert spec.lr_at(10) == pytest.approx(1e-3)
+    assert spec.lr_at(55) == pytest.approx(0.5e-3, rel=0.05)
+    assert spec.lr_at(99) < 2e-6
+
+
+def test_supervised_ceiling_learns_an_easy_task_and_is_cached(tmp_path, monkeypatch):
+    enc = tiny_encoder()
+    train, val = Squares(96, 0), Squares(48, 1)
+    spec = CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=0)
+    ceiling = supervised_ceiling(enc, train, {"color": 2}, spec, "cpu", cache_root=tmp_path, progress=False)
+    assert not ceiling.cached and ceiling.info["cache_key"]
+    assert ceiling.encoder.config() == enc.config()
+    feats = extract_features(ceiling.encoder, val, batch_size=16, device="cpu", progress=False, patch_tokens=False)
+    acc = ceiling_head_accuracy(ceiling, feats["pooled"], feats["labels"])
+    assert acc["color"] >= 0.9  # chance is about 0.5
+    assert ceiling.info["train_acc"]["color"] >= 0.8
+
+    # Same architecture, data, steps and seed: read from the cache, no training.
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached ceiling was trained again")
+
+    monkeypatch.setattr(baselines, "train_supervised", no_training)
+    again = supervised_ceiling(enc, train, {"color": 2}, spec, "cpu", cache_root=tmp_path, progress=False)
+    assert again.cached
+    for (name, p), q in zip(ceiling.encoder.state_dict().items(), again.encoder.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
+    torch.testing.assert_close(again.heads["color"].weight, ceiling.heads["color"].weight)
+    # Another seed (or step count) is another ceiling.
+    with pytest.raises(AssertionError, match="trained again"):
+        supervised_ceiling(enc, train, {"color": 2}, CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=1), "cpu",
+                           cache_root=tmp_path, progress=False)
+
+
+def test_ceiling_steps_follow_the_documented_precedence():
+    cfg = Config()
+    cfg.data.batch_size, cfg.optim.accum_steps = 32, 2
+    assert resolve_ceiling(cfg, None, None, None, 0).steps == DEFAULT_CEILING_STEPS
+    assert resolve_ceiling(cfg, None, None, 576, 0).steps == 576  # the pretraining's steps
+    assert resolve_ceiling(cfg, None, 50, 576, 0).steps == 50  # --ceiling-steps wins
+    spec = resolve_ceiling(cfg, True, None, 576, 3)
+    assert spec.batch_size == 64 and spec.seed == 3
+    assert resolve_ceiling(cfg, False, None, 576, 0) is None
+
+
+def test_ceiling_refuses_zero_steps():
+    with pytest.raises(ValueError, match="steps=0"):
+        baselines.train_supervised(tiny_encoder(), Squares(4, 0), {"color": 2}, CeilingSpec(steps=0), "cpu")
