@@ -233,3 +233,20 @@ def test_bad_arguments_are_config_errors():
         SpritesDataset(size=3)[3]
     with pytest.raises(IndexError, match=r"\[0, 32\)"):
         SpritesDataset(size=3).frames(0, [32])
+
+
+def test_sprite_frames_are_the_labelled_frames_as_images():
+    from openjepa.config import DataConfig
+    from openjepa.data.sources import build_dataset, check_source
+    from openjepa.data.sprites import SpriteFrames
+
+    cfg = DataConfig(source="sprites", image_size=32, num_frames=1, train_size=3)
+    check_source(cfg, "image")  # sprites with one frame per clip feed image methods
+    frames = build_dataset(cfg, "val", seed=4)
+    assert isinstance(frames, SpriteFrames) and frames.tasks["direction"] == 8
+    videos = frames.videos
+    for i in range(3):
+        item = frames[i]
+        expected = videos.frames(i, [videos.label_frame])[0]
+        assert np.array_equal(np.asarray(item["image"]), expected)
+        assert item["labels"] == videos.labels(i)

@@ -14,6 +14,8 @@ from openjepa.config import ConfigError, DataConfig
 
 IMAGE_SOURCES = ("scenes", "folder", "jsonl", "captions", "wds")
 VIDEO_SOURCES = ("sprites", "videos")
+# With data.num_frames=1, sprites gives each video's labelled frame as an image (the single-frame reference).
+BOTH = ("sprites",)
 
 _EXAMPLE_PATHS = {
     "folder": "images",
@@ -36,13 +38,15 @@ def source_kind(source: str) -> str:
 def check_source(cfg: DataConfig, input_key: str) -> None:
     """Raises when the source cannot feed a method that reads ``input_key`` (``image`` or ``video``)."""
     kind = source_kind(cfg.source)
+    if cfg.source in BOTH and cfg.num_frames == 1:
+        kind = "image"
     if kind != input_key:
         if input_key == "video":
             fix = "use a video source (data.source=sprites or data.source=videos data.path=LIST)"
         else:
             fix = "use an image source (scenes, folder, jsonl, captions, wds) with data.num_frames=1"
         raise ConfigError(f"data.source={cfg.source!r} gives {kind}s but this run needs {input_key}s: {fix}")
-    if kind == "video" and cfg.num_frames < 2:
+    if kind == "video" and cfg.num_frames < 2 and cfg.source not in BOTH:
         raise ConfigError(
             f"data.source={cfg.source!r} gives video clips: set data.num_frames > 1 (e.g. 16) and model.tubelet_size"
         )
@@ -52,7 +56,8 @@ def build_dataset(cfg: DataConfig, split: str = "train", seed: int = 0, size: in
     """The dataset named by ``cfg.source``.
 
     - ``scenes`` / ``sprites``: the built-in generators, ``size`` items of ``split`` (default
-      ``cfg.train_size``; evaluation passes its own ``size``).
+      ``cfg.train_size``; evaluation passes its own ``size``). ``sprites`` with ``data.num_frames=1`` gives
+      each video's labelled frame as an image.
     - ``folder``, ``jsonl``, ``captions``, ``wds``: image files; ``videos``: a video list file, CSV or
       folder. They read ``cfg.path`` whatever ``split`` is: point ``data.path`` at the split you want.
 
@@ -72,10 +77,15 @@ def build_dataset(cfg: DataConfig, split: str = "train", seed: int = 0, size: in
         from openjepa.data.sprites import SpritesDataset
 
         sp = cfg.sprites
-        return SpritesDataset(
+        videos = SpritesDataset(
             split=split, size=n, image_size=cfg.image_size, length=sp.length, max_sprites=sp.max_sprites,
             num_frames=cfg.num_frames, frame_step=cfg.frame_step, seed=seed, rotation=sp.rotation, motion=sp.motion,
         )
+        if cfg.num_frames == 1:  # an image view: each video's labelled frame
+            from openjepa.data.sprites import SpriteFrames
+
+            return SpriteFrames(videos)
+        return videos
     source_kind(cfg.source)  # unknown names fail here with the list
     if not cfg.path:
         example = _EXAMPLE_PATHS[cfg.source]

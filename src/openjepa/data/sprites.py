@@ -645,3 +645,41 @@ class SpritesDataset(torch.utils.data.Dataset):
             f"length={self.length}, max_sprites={self.max_sprites}, seed={self.seed}, num_frames={self.num_frames}, "
             f"frame_step={self.frame_step}, rotation={self.rotation}, motion={self.motion!r})"
         )
+
+
+class SpriteFrames(torch.utils.data.Dataset):
+    """The labelled frame of each sprites video, as an image: what a single-frame (image) encoder sees.
+
+    The reference point of the video methods: motion direction and speed are not readable from one frame,
+    so an image encoder trained or probed on these frames should stay near chance on them, while the
+    appearance tasks (digit, count) stay readable.
+
+    Args:
+        videos: the sprites videos (their ``label_frame`` is the frame given).
+    """
+
+    def __init__(self, videos: SpritesDataset):
+        self.videos = videos
+        self.tasks = dict(videos.tasks)
+        self.classes = dict(videos.classes)
+        self.version = getattr(videos, "version", None)
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from PIL import Image
+
+        video = self.videos.sample(i)
+        frame = render_frames(video, np.asarray([self.videos.label_frame]))[0]
+        i = self.videos._index(i)
+        return {
+            "image": Image.fromarray(frame),
+            "labels": video.labels(),
+            "captions": make_captions(video, _rng(self.videos.seed, self.videos.split_id, i, 1)),
+            "index": i,
+            "path": None,
+        }
+
+    def __repr__(self) -> str:
+        return f"SpriteFrames({self.videos!r})"

@@ -181,7 +181,17 @@ def builtin_probe_data(cfg: Config, encoder: nn.Module, tasks: Sequence[str] | N
     key = input_key_of(encoder)
     size = encoder_image_size(encoder)
     seed = cfg.train.seed
-    if key == "image":
+    if key == "image" and cfg.data.source == "sprites":
+        # An image encoder of the sprites frames: probed on each video's labelled frame (the single-frame
+        # reference of the video methods).
+        name = "sprites"
+        from openjepa.data.sources import build_dataset
+
+        frame_cfg = dataclasses.replace(cfg.data, image_size=size, num_frames=1)
+
+        def make(split: str, n: int) -> Dataset:
+            return build_dataset(frame_cfg, split=split, seed=seed, size=n)
+    elif key == "image":
         name = "scenes"
         sc = cfg.data.scenes
 
