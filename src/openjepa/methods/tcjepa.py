@@ -1,12 +1,19 @@
 """TC-JEPA: I-JEPA whose predictor is conditioned on caption words (docs/tcjepa.md).
 
-Only the predictor changes: the context encoder, EMA target encoder, masks and the feature loss are
-I-JEPA's. The total loss is ``L_predict + λ·L_sparse + β·L_consistency`` (the regularizers are already
-averaged over the real captions, i.e. the paper's (λ/N) Σ_n form), averaged over the mask pairs.
+Only the predictor changes: the context encoder, EMA target encoder, masks and the feature-loss function are
+I-JEPA's. The total loss is the paper's Eq. 4, ``L_predict + (λ/N) Σ_n L_sparse^n + (β/N) Σ_n L_consistency^n``
+per image (N: that image's real captions; see :func:`~openjepa.models.conditioner.sparsity_and_consistency`),
+then the mean over images, averaged over the mask pairs.
+
+λ = 0.1 and β = 0.5 were set against the paper's Eq. 1 prediction loss, the mean over target patches of the
+(unsquared) L2 norm of the error: ``train.loss=l2norm``, which ``configs/tcjepa/demo.yaml`` uses. I-JEPA's
+smooth-L1 is 1-2 orders of magnitude smaller, so with it the same λ and β make the regularizers that much
+stronger; the method warns when the paper's λ and β meet another loss.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -19,6 +26,29 @@ from openjepa.models.conditioner import TextConditioner
 from openjepa.models.vit import vit_spec
 
 TEXT_KEYS = ("text_emb", "text_mask", "caption_mask")
+PAPER_LOSS = "l2norm"  # Eq. 1: mean over target patches of ||prediction - target||_2
+PAPER_WEIGHTS = (0.1, 0.5)  # λ (sparsity), β (consistency), set against PAPER_LOSS
+
+
+def check_loss_scale(cfg: Config) -> None:
+    """Warns when the paper's λ and β are used with another prediction loss than the paper's.
+
+    The regularizers' weights only mean what the paper means relative to its Eq. 1 loss. At the demo's
+    initialization the prediction loss is 38x λ·L_sparse + β·L_consistency under ``l2norm`` but only 1.7x under
+    ``smooth_l1``, whose gradient is then smaller than the regularizers' (docs/tcjepa.md). A user who changed
+    λ or β has chosen a scale, so only the paper's exact pair is flagged.
+    """
+    tc = cfg.tcjepa
+    loss = TCJEPA.prediction_loss(cfg)
+    if loss == PAPER_LOSS or tc.mode != "xattn" or (tc.sparse_weight, tc.consistency_weight) != PAPER_WEIGHTS:
+        return
+    warnings.warn(
+        f"TC-JEPA with train.loss={loss} and the paper's tcjepa.sparse_weight={tc.sparse_weight}, "
+        f"tcjepa.consistency_weight={tc.consistency_weight}: these were set against the paper's Eq. 1 loss "
+        f"(train.loss={PAPER_LOSS}), which is 1-2 orders of magnitude larger, so the regularizers weigh that much "
+        f"more here. Set train.loss={PAPER_LOSS}, or scale both weights to your loss (docs/tcjepa.md).",
+        stacklevel=2,  # the same location from every caller, so it is shown once per process
+    )
 
 
 def build_conditioner(cfg: Config, encoder_heads: int) -> TextConditioner:
@@ -49,6 +79,12 @@ class TCJEPA(IJEPA):
 
     uses_text = True
     sections = ("teacher", "text", "tcjepa")
+    default_loss = PAPER_LOSS
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        super().check_config(cfg)
+        check_loss_scale(cfg)
 
     def __init__(self, cfg: Config, total_steps: int):
         conditioner = build_conditioner(cfg, vit_spec(cfg.model.arch).num_heads)

@@ -12,9 +12,10 @@ word embeddings of each of the image's N captions (shared weights, batched over 
 paper); it costs N times the MLP on every predictor token, so ``after_pool`` is the default.
 
 "Sparse" attention comes from two penalties on the rectified cosine similarity between each projected query
-Q_i and each projected word key K_s: O_i = max(cos(Q_i, K), 0) (padding words 0);
-L_sparse = mean_i (1/L) Σ_l ||O_i^(l)||_1 and L_consistency = mean_i (1/L) Σ_l ||O_i^(l) − Ō_i||_1, each
-averaged over the real captions. Ablation modes: ``adaln`` (scale/shift from a pooled caption embedding) and
+Q_i and each projected word key K_s: O_i = max(cos(Q_i, K), 0) (padding words 0); per caption n,
+L_sparse^n = mean_i (1/L) Σ_l ||O_i^(l)||_1 and L_consistency^n = mean_i (1/L) Σ_l ||O_i^(l) − Ō_i||_1. As in
+the paper's Eq. 4 they enter each image's loss as (1/N) Σ_n over that image's own N real captions, and the
+batch takes the mean over images. Ablation modes: ``adaln`` (scale/shift from a pooled caption embedding) and
 ``append`` (caption words appended to the predictor sequence).
 """
 
@@ -103,25 +104,34 @@ def center_words(k: torch.Tensor, word_mask: torch.Tensor) -> torch.Tensor:
 def sparsity_and_consistency(
     sims: Sequence[torch.Tensor], caption_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two TC-JEPA regularizers from the per-layer rectified similarities.
+    """The two TC-JEPA regularizers from the per-layer rectified similarities, averaged as in Eq. 4.
+
+    For image b with N_b real captions, caption n, tokens i (every predictor token of the image's sequences)
+    and L conditioned layers l:
+
+        L_sparse^{b,n}      = mean_i (1/L) Σ_l ||O_i^(l)||_1
+        L_consistency^{b,n} = mean_i (1/L) Σ_l ||O_i^(l) − Ō_i||_1,   Ō_i = (1/L) Σ_l O_i^(l)
+        R^b                 = (1/N_b) Σ_n R^{b,n}                 (each image divides by its own N_b)
+
+    and the batch value is the mean of R^b over the B images. An image without any caption was not conditioned
+    and contributes 0 (its prediction loss still counts), so each image's regularizer-to-prediction weight is
+    λ (β) whatever the other images of the batch carry. Averaging over all (image, caption) pairs instead
+    would weight an image by its number of captions.
 
     Args:
-        sims: one ``O [B, N, L, S]`` per conditioned layer (L: all tokens of the image's sequences).
+        sims: one ``O [B, N, I, S]`` per conditioned layer (I: every token of the image's sequences).
         caption_mask: ``[B, N]``; padded captions do not count.
 
     Returns:
-        ``(L_sparse, L_consistency)``: per caption, the mean over tokens i of (1/L) Σ_l ||O_i^(l)||_1 and of
-        (1/L) Σ_l ||O_i^(l) − Ō_i||_1, then averaged over the real captions of the batch.
+        ``(L_sparse, L_consistency)``, scalars.
     """
-    stack = torch.stack(list(sims))  # [Lc, B, N, L, S]
+    stack = torch.stack(list(sims))  # [L, B, N, I, S]
     mean_o = stack.mean(0)
-    sparse = stack.sum(-1).mean(0)  # (1/L) Σ_l ||O_i||_1 -> [B, N, L]
-    consistency = (stack - mean_o).abs().sum(-1).mean(0)
-    w = caption_mask.float()
-    denom = w.sum().clamp_min(1.0)
-    per_caption_sparse = sparse.mean(-1)  # mean over tokens i -> [B, N]
-    per_caption_cons = consistency.mean(-1)
-    return (per_caption_sparse * w).sum() / denom, (per_caption_cons * w).sum() / denom
+    sparse = stack.sum(-1).mean(0).mean(-1)  # mean_i (1/L) Σ_l ||O_i||_1 -> [B, N]
+    consistency = (stack - mean_o).abs().sum(-1).mean(0).mean(-1)
+    w = caption_mask.to(sparse.dtype)
+    per_image = w.sum(1).clamp_min(1.0)  # N_b (1 for a captionless image, whose sums are empty)
+    return ((sparse * w).sum(1) / per_image).mean(), ((consistency * w).sum(1) / per_image).mean()
 
 
 class CrossAttentionLayer(nn.Module):
