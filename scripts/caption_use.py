@@ -11,16 +11,14 @@ If the text carries information about the hidden blocks, the right captions give
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 
 import torch
 
-from openjepa.data.sources import build_dataset
-from openjepa.data.loader import BatchPlan, build_pretrain_loader
-from openjepa.data.transforms import RandomResizedCrop
+from openjepa.data.pipeline import PretrainPipeline
 from openjepa.methods.load import load_method
-from openjepa.train.loop import build_mask_sampler, build_text_batcher
 
 TEXT_KEYS = ("text_emb", "text_mask", "caption_mask")
 
@@ -37,20 +35,13 @@ def conditions(batch: dict[str, torch.Tensor]) -> dict[str, dict[str, torch.Tens
 def caption_use(ckpt: str, batches: int, batch_size: int, seed: int) -> dict[str, float]:
     """Mean prediction loss over ``batches`` held-out batches for each caption input."""
     method, cfg, _ = load_method(ckpt)
-    if not method.needs_text:
+    if not method.uses_text:
         raise SystemExit(f"{ckpt}: method={cfg.method} has no text conditioning")
-    text_batcher = build_text_batcher(cfg)
-    dataset = build_dataset(cfg.data, split="val", seed=cfg.train.seed, size=batches * batch_size)
-    plan = BatchPlan(dataset_len=len(dataset), batch_size=batch_size, seed=seed)  # type: ignore[arg-type]
-    loader = build_pretrain_loader(
-        dataset,
-        plan,
-        RandomResizedCrop(cfg.data.image_size, scale=cfg.data.crop_scale),
-        build_mask_sampler(cfg, method.encoder_for_eval().grid_size),
-        0,
-        batches,
-        text_batcher=text_batcher,
-    )
+    held_out = copy.deepcopy(cfg)
+    held_out.data.batch_size, held_out.data.train_size, held_out.data.num_workers = batch_size, batches * batch_size, 0
+    held_out.optim.accum_steps, held_out.train.seed = 1, seed
+    pipe = PretrainPipeline(held_out, method.data_needs(held_out), split="val")
+    loader = pipe.loader(0, batches)
     totals: dict[str, float] = {}
     for step, batch in enumerate(loader):
         for name, cond in conditions(batch).items():
@@ -64,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="crops and masks of the held-out batches")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out batches (val images, crops, masks, captions)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = caption_use(args.checkpoint, args.batches, args.batch_size, args.seed)

@@ -154,8 +154,9 @@ class TrainConfig:
     epochs: float = 300
     seed: int = 0
     # Feature-prediction loss of the JEPA methods: smooth_l1 (I-JEPA reference code), l2 (squared), l1
-    # (V-JEPA, SALT), l2norm (TC-JEPA paper's Eq. 1: the mean over patches of the L2 norm of the error).
-    loss: str = field(default="smooth_l1", metadata=_choices("smooth_l1", "l2", "l1", "l2norm"))
+    # (V-JEPA, SALT), l2norm (TC-JEPA paper's Eq. 1: the mean over patches of the L2 norm of the error);
+    # auto: the method's own paper's loss.
+    loss: str = field(default="auto", metadata=_choices("auto", "smooth_l1", "l2", "l1", "l2norm"))
     device: str = field(default="auto", metadata=_choices("auto", "cpu", "cuda"))
     precision: str = field(default="auto", metadata=_choices("auto", "fp32", "bf16", "fp16"))
     compile: bool = False

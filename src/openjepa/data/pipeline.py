@@ -105,17 +105,18 @@ class PretrainPipeline:
             ``optim.accum_steps``). ``cfg.text.dim`` is filled in when the method needs captions.
         needs: what the method's batches must carry.
         rank, world_size: this process's place in the job (each process loads its own slots).
+        split: the split of built-in sources to read (``val`` for held-out diagnostics).
 
     Raises:
         ConfigError: a source that cannot feed the method, masks that do not fit the grid, ...
     """
 
-    def __init__(self, cfg: Config, needs: Needs, rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: Config, needs: Needs, rank: int = 0, world_size: int = 1, split: str = "train"):
         check_source(cfg.data, needs.input_key)
         self.cfg = cfg
         self.needs = needs
         seed = cfg.train.seed
-        self.dataset: Dataset = build_dataset(cfg.data, split="train", seed=seed)
+        self.dataset: Dataset = build_dataset(cfg.data, split=split, seed=seed)
         self.plan = BatchPlan(
             dataset_len=len(self.dataset),  # type: ignore[arg-type]
             batch_size=cfg.data.batch_size,

@@ -19,6 +19,7 @@ class VJEPA(IJEPA):
     """V-JEPA behind the Method contract. Batch keys: ``video [B,3,T,H,W]`` and one mask pair per generator."""
 
     zero_mask_tokens = True
+    default_loss = "l1"
 
     @classmethod
     def check_config(cls, cfg: Config) -> None:
