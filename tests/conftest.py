@@ -29,6 +29,25 @@ def tiny_overrides():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """One torch thread for the whole suite: results do not depend on the machine's load (the thread count
+    changes float summation order, and bitwise resume / DDP tests compare runs), and on a shared 2-core
+    machine one thread is also the fastest."""
+    import os
+
+    import torch
+
+    old = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    yield
+    if old is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _private_cache(tmp_path_factory):
     """Caches (text embeddings, features, supervised ceilings) go to a temporary folder, not ~/.cache."""
     import os

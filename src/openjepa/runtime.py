@@ -99,11 +99,14 @@ def available_cores() -> int:
 
 
 def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
-    """Sets torch's intra-op threads so the main process, its loader workers and BLAS fit the cores.
+    """Sets torch's intra-op threads so the main process, its loader workers and BLAS fit the free cores.
 
     Without a limit each of them starts one thread per core, and on a small or shared CPU the threads
-    oversubscribe the cores (measured in docs/RESULTS.md: several times slower steps). An ``OMP_NUM_THREADS``
-    the user set is respected. Loader workers run one thread each (PyTorch's default in workers).
+    oversubscribe the cores: torch's threads wait for each other at every operation, so one descheduled thread
+    stalls them all (measured in docs/RESULTS.md: 4x slower steps with 2 threads beside one busy process on
+    2 cores). So the count is the cores left after the loader workers and after what other programs keep
+    busy (the 1-minute load average, read before this process starts working), at least 1. An
+    ``OMP_NUM_THREADS`` the user set is respected. Loader workers run one thread each (PyTorch's default).
 
     Returns:
         A one-line description of the choice, for the run log.
@@ -114,9 +117,19 @@ def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
         return f"{threads} torch thread(s) (OMP_NUM_THREADS)"
     cores = available_cores()
     per_process = max(1, cores // max(1, processes_per_node))
-    threads = max(1, per_process - num_workers)
+    busy = other_load(cores)
+    threads = max(1, min(per_process - num_workers, cores - busy - num_workers * processes_per_node))
     torch.set_num_threads(threads)
     return (
-        f"{threads} torch thread(s) for {cores} core(s), {num_workers} loader worker(s), "
-        f"{processes_per_node} process(es)"
+        f"{threads} torch thread(s): {cores} core(s), ~{busy} kept busy by other programs, {num_workers} loader "
+        f"worker(s), {processes_per_node} process(es); set OMP_NUM_THREADS to choose"
     )
+
+
+def other_load(cores: int) -> int:
+    """Cores other programs keep busy: the rounded 1-minute load average (0 where it is not available)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Unix
+        return 0
+    return min(cores, int(load + 0.5))
