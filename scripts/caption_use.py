@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint")
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the held-out batches (val images, crops, masks, captions)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the held-out batches (val images, crops, masks, captions)"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = caption_use(args.checkpoint, args.batches, args.batch_size, args.seed)

@@ -90,7 +90,7 @@ def test_documented_commands_parse(doc):
                 continue  # a synopsis with placeholders, or help (which exits)
             argv = shlex.split(line)[1:]
             try:
-                args, extra = parser.parse_known_args(argv)
+                _, extra = parser.parse_known_args(argv)
             except SystemExit as err:
                 raise AssertionError(f"{doc.name}: `{line}` does not parse") from err
             assert all("=" in e and not e.startswith("-") for e in extra), f"{doc.name}: `{line}`: unknown {extra}"

@@ -4,9 +4,9 @@ import copy
 
 import torch
 
+from openjepa.models.compile import compile_blocks
 from openjepa.models.conditioner import TextConditioner
 from openjepa.models.predictor import Predictor
-from openjepa.models.compile import compile_blocks
 
 
 def _predict_and_grads(model: Predictor, z, ctx_idx, tgt_idx, cond):

@@ -20,7 +20,7 @@ def test_draws_depend_on_the_sample_not_on_the_batch_split():
     assert not torch.equal(whole, second_call)  # each call of the step draws anew
     with sample_keys(3, 12, slots):
         assert not torch.equal(sample_uniform(8, torch.device("cpu")), whole)  # and each step
-    assert 0 <= whole.min() and whole.max() < 1
+    assert whole.min() >= 0 and whole.max() < 1
 
 
 def test_repeated_rows_get_their_own_draws_and_bad_shapes_fail():

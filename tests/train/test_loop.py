@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
+from openjepa.checkpoints import export_encoder, load_checkpoint, load_encoder
 from openjepa.config import ConfigError, load_config
 from openjepa.errors import CheckpointError, NonFiniteLossError
 from openjepa.methods.ijepa import IJEPA
-from openjepa.checkpoints import export_encoder, load_checkpoint, load_encoder
 from openjepa.train.logger import read_metrics
 from openjepa.train.loop import train
 

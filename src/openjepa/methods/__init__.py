@@ -5,7 +5,7 @@ Importing this package imports every method module, which fills the registry
 ``@register("name")`` and added to the imports below.
 """
 
-from openjepa.methods import clip, ijepa, tcjepa, vjepa  # noqa: F401  (registration)
+from openjepa.methods import clip, ijepa, salt, tcjepa, vjepa, vpixel  # noqa: F401  (registration)
 from openjepa.methods.base import DataNeeds, Method
 from openjepa.methods.registry import list_methods, method_class, register
 

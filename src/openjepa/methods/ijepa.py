@@ -8,6 +8,7 @@ generator's mask token, predicts its targets; the loss is averaged over the (con
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -17,8 +18,9 @@ from torch import nn
 from openjepa.config import Config
 from openjepa.masks.build import num_mask_generators
 from openjepa.methods.base import Method, Metrics, require_teacher, split_decay
+from openjepa.methods.flops import forward_flops, mask_token_counts, param_count, trained_flops
 from openjepa.methods.registry import register
-from openjepa.methods.teachers import EMATeacher
+from openjepa.methods.teachers import EMATeacher, FrozenTeacher
 from openjepa.models.build import build_encoder, build_predictor
 from openjepa.schedules import linear
 
@@ -67,15 +69,24 @@ class IJEPA(Method):
         super().__init__()
         self.check_config(cfg)
         self.input_key = self.data_needs(cfg).input_key
-        self.loss_kind = cfg.train.loss
+        self.loss_kind = self.prediction_loss(cfg)
         self.layer_norm_targets = cfg.teacher.layer_norm_targets
         self.ema_start, self.ema_final = cfg.teacher.momentum
         self.total_steps = total_steps
         self.encoder = build_encoder(cfg)
+        teacher = self.build_teacher(cfg)
+        # The predictor speaks the teacher's width (SALT: a frozen teacher of any size; I-JEPA: the student's).
         self.predictor = build_predictor(
-            cfg, self.encoder, conditioner, num_mask_generators(cfg.mask), zero_mask_tokens=self.zero_mask_tokens
+            cfg, self.encoder, conditioner, num_mask_generators(cfg.mask), out_dim=teacher.embed_dim,
+            zero_mask_tokens=self.zero_mask_tokens,
         )
-        self.teacher = EMATeacher(self.encoder)
+        # Registered after the predictor, as before teachers were pluggable: the module order (state-dict keys,
+        # parameter order) of I-JEPA / V-JEPA methods is unchanged.
+        self.teacher = teacher
+
+    def build_teacher(self, cfg: Config) -> EMATeacher | FrozenTeacher:
+        """Where the targets come from: an EMA copy of the student (I-JEPA, V-JEPA, TC-JEPA)."""
+        return EMATeacher(self.encoder)
 
     def param_groups(self) -> list[dict[str, Any]]:
         named = [(f"encoder.{n}", p) for n, p in self.encoder.named_parameters()]
@@ -106,6 +117,23 @@ class IJEPA(Method):
         ]
         loss = torch.stack(losses).mean()
         return loss, {"loss": loss.detach()}
+
+    def flops(self, batch: dict[str, Any]) -> dict[str, float]:
+        """Teacher forward on the full input (``2ND``), student encoder on each context and predictor on each
+        (context + target block) sequence (``6ND``), summed over the mask pairs."""
+        x = batch[self.input_key]
+        b = int(x.shape[0])
+        n_tokens = math.prod(self.encoder.patch_embed.grid(x.shape[2:]))
+        ctx_tokens = pred_tokens = 0
+        for masks in batch["masks"]:
+            kc, t, kt = mask_token_counts(masks)
+            ctx_tokens += b * kc
+            pred_tokens += b * t * (kc + kt)  # each target block is its own sequence, context included
+        return {
+            "teacher": forward_flops(param_count(self.teacher), b * n_tokens),
+            "student": trained_flops(param_count(self.encoder), ctx_tokens),
+            "predictor": trained_flops(param_count(self.predictor), pred_tokens),
+        }
 
     def momentum(self, step: int) -> float:
         """EMA momentum at ``step`` (linear ``teacher.momentum[0] -> [1]`` over the whole run)."""

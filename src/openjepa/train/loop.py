@@ -4,6 +4,8 @@ Read top to bottom: set up processes and device, build the data pipeline from wh
 needs, build the method and its optimizer, restore a checkpoint when resuming, then for each optimizer
 step apply the schedules, run the step (micro-batches, clip, optimizer, teacher update) and, only on
 logging / checkpoint steps, talk to the host. Nothing here names a method, a modality or a mask kind.
+The run's training FLOPs are counted from batch shapes (host arithmetic) and ``train.flops_budget`` ends
+the run like its last step.
 
 Speed rules kept here: the step never calls ``.item()`` or synchronizes except on logging and checkpoint
 steps; non-finite losses are tracked on the device and checked at those points.
@@ -28,7 +30,7 @@ from openjepa.models.compile import compile_blocks
 from openjepa.runtime import Precision, configure_threads, to_device
 from openjepa.train.dist import DistInfo, all_reduce_max, barrier, cleanup_distributed, setup_distributed
 from openjepa.train.logger import METRICS_FILE, RunLogger
-from openjepa.train.monitor import Monitor, online_rankme
+from openjepa.train.monitor import FlopsCounter, Monitor, online_rankme
 from openjepa.train.optim import StepSchedule, build_optimizer
 from openjepa.train.plots import plot_training_curves
 from openjepa.train.signals import RunInterrupted, StopSignals
@@ -82,7 +84,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
     spe = data.steps_per_epoch
     total_steps = max(1, round(cfg.train.epochs * spe))
     end_step = min(total_steps, cfg.train.max_steps) if cfg.train.max_steps > 0 else total_steps
-    schedule = StepSchedule(cfg.optim, total_steps, round(cfg.optim.warmup_epochs * spe))
+    warmup = cfg.optim.warmup_steps or round(cfg.optim.warmup_epochs * spe)
+    schedule = StepSchedule(cfg.optim, total_steps, warmup)
 
     # ---- model, optimizer: identical init on every rank (DDP also broadcasts rank 0's weights)
     torch.manual_seed(cfg.train.seed)
@@ -96,14 +99,16 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
         compile_blocks(method)
     stepper = TrainStep(method, model, optimizer, precision, device, cfg.optim.clip_grad, cfg.train.seed)
     start_step, skipped_total = restore(state, method, optimizer, stepper.scaler, info) if state else (0, 0)
+    flops = FlopsCounter(method, info, cfg.train.flops_budget, state.get("flops") if state else None)
 
     logger = RunLogger(out_dir, enabled=info.is_main, tensorboard=cfg.train.tensorboard, resume=state is not None)
     last_ckpt: Path | None = resume_from
     last_ckpt_step = start_step if resume_from else -1
-    if start_step >= end_step:
+    if start_step >= end_step or flops.reached():
         logger.event(
             f"the run in {out_dir} is finished (step {start_step} of {total_steps}); nothing to do. Extend it with "
             "--resume train.epochs=<more> (or train.max_steps=<more>), or evaluate it with `openjepa eval`."
+            if start_step >= end_step else flops.budget_message(start_step)
         )
         logger.close()
         return TrainResult(out_dir, start_step, total_steps, last_ckpt, math.nan)
@@ -115,6 +120,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
             f"{threads}), {n_params / 1e6:.1f}M trainable params, global batch {data.plan.global_batch}, "
             f"{spe} steps/epoch, steps {start_step}->{end_step} of {total_steps}, precision {precision.dtype or 'fp32'}"
         )
+        if flops.describe():
+            logger.event(flops.describe())
         data.prewarm_text(cfg.train.progress, logger.event)
     barrier(info)
     probe = data.eval_inputs() if (info.is_main and cfg.train.rankme_every > 0) else None
@@ -125,7 +132,9 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
         """Checks that the run is still finite, then writes checkpoint-latest (and a kept copy)."""
         nonlocal last_ckpt, last_ckpt_step
         raise_if_nonfinite()
-        payload = checkpoint_payload(method, optimizer, stepper.scaler, cfg, step, total_steps, info, skipped_total)
+        payload = checkpoint_payload(
+            method, optimizer, stepper.scaler, cfg, step, total_steps, info, skipped_total, flops.state()
+        )
         if info.is_main:
             ckpt.atomic_save(payload, out_dir / ckpt.LATEST)
             if periodic:
@@ -157,6 +166,7 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
         )
 
     method.train()
+    done = start_step
     try:
         with StopSignals() as stop:
             for step in range(start_step, end_step):
@@ -171,21 +181,27 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
                 skipped_total += len(skipped)
                 metrics = stepper([to_device(b, device) for b in micro], step)
                 monitor.add(metrics, skipped)
+                flops.add(micro)
                 bar.update(1)
                 done = step + 1
-                logging_step = done % cfg.train.log_every == 0 or done == end_step
+                out_of_budget = flops.reached(sync_point=done % cfg.train.log_every == 0 or done == end_step)
+                last = done == end_step or out_of_budget  # a spent FLOPs budget ends the run like its last step
+                logging_step = done % cfg.train.log_every == 0 or last
                 if logging_step:
                     raise_if_nonfinite()
                     record = monitor.record(done, skipped_total, metrics)
-                    record.update(lr=lr, wd=wd, epoch=round(done / spe, 4), **method.log_values(step))
-                    if probe is not None and (done % cfg.train.rankme_every == 0 or done == end_step):
+                    record.update(lr=lr, wd=wd, epoch=round(done / spe, 4), **flops.values(), **method.log_values(step))
+                    if probe is not None and (done % cfg.train.rankme_every == 0 or last):
                         record["rankme"] = online_rankme(method.encoder_for_eval(), probe, device, precision)
                     logger.log(done, record)
                     bar.set_postfix(loss=f"{monitor.last_loss:.4f}")
-                if done % cfg.train.ckpt_every == 0 or done == end_step:
+                if done % cfg.train.ckpt_every == 0 or last:
                     save(done)
                 if cfg.train.keep_every > 0 and done % cfg.train.keep_every == 0:
                     save(done, periodic=True)
+                if out_of_budget:
+                    logger.event(flops.budget_message(done))
+                    break
                 if stop_requested(stop, info, logging_step) and done < end_step:
                     raise interrupt(done)
     finally:
@@ -199,8 +215,8 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
                 f"skipped {skipped_total} unreadable file(s) during training; first ones: "
                 + "; ".join(monitor.skipped_files[:5])
             )
-        logger.event(f"done: step {end_step}/{total_steps}, loss {monitor.last_loss:.4f}, checkpoint {last_ckpt}")
-    return TrainResult(out_dir, end_step, total_steps, last_ckpt, monitor.last_loss, monitor.skipped_files, curves)
+        logger.event(f"done: step {done}/{total_steps}, loss {monitor.last_loss:.4f}, checkpoint {last_ckpt}")
+    return TrainResult(out_dir, done, total_steps, last_ckpt, monitor.last_loss, monitor.skipped_files, curves)
 
 
 def stop_requested(stop: StopSignals, info: DistInfo, logging_step: bool) -> bool:

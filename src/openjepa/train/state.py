@@ -1,8 +1,9 @@
 """A run's folder and its training state: what a checkpoint holds, writing it, restoring it, resume rules.
 
 A training checkpoint holds the method's weights (student, teacher, predictor...), the optimizer and
-GradScaler states, the step, every rank's RNG state, the resolved config and where the evaluation encoder
-sits in the weights (so :func:`openjepa.checkpoints.load_encoder` can read it without the method's code).
+GradScaler states, the step, every rank's RNG state, the training FLOPs so far, the resolved config and
+where the evaluation encoder sits in the weights (so :func:`openjepa.checkpoints.load_encoder` can read it
+without the method's code).
 """
 
 from __future__ import annotations
@@ -84,8 +85,13 @@ def checkpoint_payload(
     total_steps: int,
     info: DistInfo,
     skipped_total: int,
+    flops: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Everything a run needs to continue exactly (collective under DDP: every rank must call it)."""
+    """Everything a run needs to continue exactly (collective under DDP: every rank must call it).
+
+    ``flops`` is the run's FLOPs count (``{"run", "prior"}``, :class:`~openjepa.train.monitor.FlopsCounter`),
+    so a resumed run continues it and a later stage (a SALT student) can read what this run cost.
+    """
     encoder = method.encoder_for_eval()
     return {
         "format": ckpt.FORMAT,
@@ -99,6 +105,7 @@ def checkpoint_payload(
         "rng": gather_rng(info),
         "skipped_total": skipped_total,
         "world_size": info.world_size,
+        "flops": dict(flops or {"run": 0.0, "prior": 0.0}),
     }
 
 
