@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_step import step_flops
+from analytic_flops import step_flops
 
 from openjepa.config import load_config
 from openjepa.masks import MultiBlockMaskSampler

@@ -1,14 +1,17 @@
-"""Training-step benchmark: images/s, peak memory and model TFLOP/s of one method's step.
+"""Training-step benchmark: samples/s, peak memory and model TFLOP/s of one method's step (images or video).
 
-It times exactly the step the training loop runs (``openjepa.train.loop.TrainStep``: forward, backward,
-optimizer, EMA update) on batches already on the device, so data loading is not measured. FLOPs are
-counted analytically from the shapes of each batch (matrix multiplies and attention; 2 FLOPs per
-multiply-add; backward = 2x forward), so TFLOP/s is comparable across implementations.
+It times exactly the step the training loop runs (``openjepa.train.step.TrainStep``: forward, backward,
+optimizer, teacher update) on batches already on the device, so data loading is not measured. The inputs
+are random, with real masks from the config's mask generators and random cached caption embeddings for
+methods that read captions. FLOPs are the method's own count (``Method.flops``: the paper's convention,
+6·N·D for trained networks and 2·N·D for a frozen forward, from the actual masks), so TFLOP/s compares
+methods and implementations on the same footing (attention's quadratic term is not counted).
 
 Examples:
     python benchmarks/train_step.py configs/ijepa/vith14-in1k.yaml --mask-mode faithful --steps 20
     python benchmarks/train_step.py configs/ijepa/demo.yaml --device cpu --steps 5 --json
-    python benchmarks/train_step.py configs/ijepa/vith14-in1k.yaml --compile --check-sync
+    python benchmarks/train_step.py configs/vjepa/vitl16-k400.yaml --batch-size 24 --compile --check-sync
+    python benchmarks/train_step.py configs/salt/vitl16-student.yaml teacher.checkpoint=teacher.safetensors
 """
 
 from __future__ import annotations
@@ -17,106 +20,50 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 
 from openjepa.config import Config, load_config
-from openjepa.methods import build_method
-from openjepa.models.vit import vit_spec
-from openjepa.train.dist import pick_device
-from openjepa.train.loop import Precision, TrainStep, build_mask_sampler, compile_blocks
+from openjepa.masks.build import build_mask_generators
+from openjepa.methods import build_method, method_class
+from openjepa.models.build import token_grid
+from openjepa.models.compile import compile_blocks
+from openjepa.runtime import Precision, pick_device
 from openjepa.train.optim import StepSchedule, build_optimizer
+from openjepa.train.step import TrainStep
 
 
-def vit_forward_flops(tokens: int, dim: int, depth: int, mlp_ratio: float = 4.0) -> float:
-    """FLOPs of ``depth`` pre-norm transformer blocks on one sequence of ``tokens`` tokens."""
-    dense = 2 * tokens * dim * (3 * dim + dim + 2 * int(dim * mlp_ratio))  # qkv, proj, mlp
-    attn = 2 * 2 * tokens * tokens * dim  # scores and weighted sum
-    return depth * (dense + attn)
-
-
-@dataclass
-class StepFlops:
-    """Analytic FLOPs of one JEPA step, split by part."""
-
-    teacher: float
-    student: float
-    predictor: float
-    conditioner: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.teacher + self.student + self.predictor + self.conditioner
-
-
-def conditioner_forward_flops(cfg: Config, seq_tokens: int, captions: int, words: int) -> float:
-    """Forward FLOPs of TC-JEPA's text conditioner on one predictor sequence of ``seq_tokens`` tokens.
-
-    Per conditioned layer: the query projection once; key/value projections, attention, rectified cosines and
-    the output projection once per caption; the MLP once after pooling (``tcjepa.mlp=after_pool``) or once per
-    caption (``per_caption``).
-    """
-    if cfg.tcjepa.mode != "xattn":
-        return 0.0
-    d, dt, n, s, length = cfg.model.pred_dim, cfg.text.dim, captions, words, seq_tokens
-    # Words are projected to width d once per image (shared by all layers), then to keys and values once per
-    # image and layer: both are divided over the image's `num_targets` sequences.
-    t = cfg.mask.num_targets
-    text_proj = n * 2 * s * dt * d / t
-    kv = 2 * 2 * s * d * d / t
-    per_caption = kv + 2 * 2 * length * s * d + 2 * length * s * d + 2 * length * d * d
-    mlp = 2 * length * d * 4 * d * 2 * (n if cfg.tcjepa.mlp == "per_caption" else 1)
-    layers = len(cfg.tcjepa.layers) if cfg.tcjepa.layers is not None else cfg.model.pred_depth
-    return text_proj + layers * (2 * length * d * d + n * per_caption + mlp)
-
-
-def step_flops(cfg: Config, batch_size: int, kc: int, t: int, kt: int, captions: int = 0, words: int = 0) -> StepFlops:
-    """FLOPs of one step (teacher fwd on all patches, student and predictor fwd + bwd = 3x fwd), from shapes."""
-    spec = vit_spec(cfg.model.arch)
-    d, depth, mlp = spec.embed_dim, spec.depth, spec.mlp_ratio
-    p = cfg.model.patch_size
-    n = (cfg.data.image_size // p) ** 2
-    stem = 2 * 3 * p * p * d
-    teacher = batch_size * (n * stem + vit_forward_flops(n, d, depth, mlp))
-    student = 3 * batch_size * (n * stem + vit_forward_flops(kc, d, depth, mlp))
-    pd = cfg.model.pred_dim
-    pred_fwd = batch_size * (2 * kc * d * pd) + batch_size * t * (
-        vit_forward_flops(kc + kt, pd, cfg.model.pred_depth) + 2 * kt * pd * d
-    )
-    cond = 0.0
-    if cfg.method == "tcjepa":
-        cond = 3 * batch_size * t * conditioner_forward_flops(cfg, kc + kt, captions, words)
-    return StepFlops(teacher, student, 3 * pred_fwd, cond)
-
-
-def batch_flops(cfg: Config, batch: dict) -> StepFlops:
-    """:func:`step_flops` for the shapes of a real batch."""
-    b, kc = batch["ctx_idx"].shape
-    _, t, kt = batch["tgt_idx"].shape
-    n, s = batch["text_emb"].shape[1:3] if "text_emb" in batch else (0, 0)
-    return step_flops(cfg, b, kc, t, kt, n, s)
-
-
-def make_batches(
-    cfg: Config, method, device: torch.device, count: int, batch_size: int, args_words: int = 32
-) -> list[dict]:
-    """``count`` batches of random images with real masks (steps 0..count-1) on ``device``."""
-    sampler = build_mask_sampler(cfg, method.encoder.grid_size)
-    size = cfg.data.image_size
+def make_batches(cfg: Config, device: torch.device, count: int, batch_size: int, words: int = 32) -> list[dict]:
+    """``count`` batches of random inputs with real masks (steps 0..count-1) on ``device``."""
+    needs = method_class(cfg.method).data_needs(cfg)
+    generators = build_mask_generators(cfg.mask, token_grid(cfg), cfg.train.seed) if needs.masks else []
+    size, frames = cfg.data.image_size, cfg.data.num_frames
+    shape = (batch_size, 3, frames, size, size) if needs.input_key == "video" else (batch_size, 3, size, size)
     g = torch.Generator().manual_seed(0)
     out = []
     for step in range(count):
-        masks = sampler(step, list(range(batch_size)), batch_size)
-        batch = {"image": torch.randn(batch_size, 3, size, size, generator=g), **masks, "step": step}
-        if getattr(method, "needs_text", False):
+        slots = list(range(batch_size))
+        batch: dict = {needs.input_key: torch.randn(*shape, generator=g), "step": step, "slots": torch.tensor(slots)}
+        if generators:
+            batch["masks"] = [gen(step, slots, batch_size) for gen in generators]
+        if needs.text:
             # Cached caption embeddings: what the loader hands over once every caption has been encoded.
-            n, s = cfg.text.num_captions, args_words
-            batch["text_emb"] = torch.randn(batch_size, n, s, cfg.text.dim, generator=g).half()
-            batch["text_mask"] = torch.ones(batch_size, n, s, dtype=torch.bool)
+            n = cfg.text.num_captions
+            batch["text_emb"] = torch.randn(batch_size, n, words, cfg.text.dim, generator=g).half()
+            batch["text_mask"] = torch.ones(batch_size, n, words, dtype=torch.bool)
             batch["caption_mask"] = torch.ones(batch_size, n, dtype=torch.bool)
-        out.append({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})
+        out.append(_to(batch, device))
     return out
+
+
+def _to(value, device: torch.device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    return value
 
 
 def sync(device: torch.device) -> None:
@@ -130,9 +77,11 @@ def run(args: argparse.Namespace) -> dict:
     if args.mask_mode:
         overrides.append(f"mask.mode={args.mask_mode}")
     cfg = load_config(args.config, overrides)
+    if cfg.data.source in ("scenes", "sprites"):
+        cfg.data.path = None
     if cfg.text.dim == 0:
         cfg.text.dim = 384  # all-MiniLM-L6-v2 word width; pass text.dim=768 for T5-base-sized embeddings
-    device = pick_device(args.device)
+    device = pick_device(args.device, key="--device")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -150,8 +99,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"--compile: warmup raised from {args.warmup} to {2 * args.distinct_batches} steps", file=sys.stderr)
             args.warmup = 2 * args.distinct_batches
     stepper = TrainStep(method, method, optimizer, precision, device, cfg.optim.clip_grad)
-    batches = make_batches(cfg, method, device, args.distinct_batches, batch_size, args.words)
-    flops = [batch_flops(cfg, b) for b in batches]
+    batches = make_batches(cfg, device, args.distinct_batches, batch_size, args.words)
+    flops = [method.flops(b) for b in batches]
 
     t_compile = time.perf_counter()
     for i in range(args.warmup):
@@ -183,15 +132,17 @@ def run(args: argparse.Namespace) -> dict:
         step = args.warmup + 1 + i
         schedule.apply(optimizer, step)
         stepper([batches[i % len(batches)]], step)
-        total_flops += flops[i % len(batches)].total
+        total_flops += sum(flops[i % len(batches)].values())
     sync(device)
     elapsed = time.perf_counter() - t0
     f0 = flops[0]
+    masks = batches[0].get("masks", [])
     result = {
         "config": args.config,
         "arch": cfg.model.arch,
         "patch_size": cfg.model.patch_size,
         "image_size": cfg.data.image_size,
+        "num_frames": cfg.data.num_frames,
         "batch_size": batch_size,
         "mask_mode": cfg.mask.mode,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -200,15 +151,13 @@ def run(args: argparse.Namespace) -> dict:
         "steps": args.steps,
         "warmup_s": round(warmup_s, 2),
         "step_ms": round(1000 * elapsed / args.steps, 2),
-        "images_per_s": round(batch_size * args.steps / elapsed, 1),
+        "samples_per_s": round(batch_size * args.steps / elapsed, 1),
         "model_tflops_per_s": round(total_flops / elapsed / 1e12, 2),
         "tflop_per_step": round(total_flops / args.steps / 1e12, 3),
         "method": cfg.method,
-        "flops_split": {
-            k: round(getattr(f0, k) / f0.total, 3) for k in ("teacher", "student", "predictor", "conditioner")
-        },
-        "mean_ctx_tokens": sum(b["ctx_idx"].shape[1] for b in batches) / len(batches),
-        "mean_tgt_tokens": sum(b["tgt_idx"].shape[2] for b in batches) / len(batches),
+        "flops_split": {k: round(v / sum(f0.values()), 3) for k, v in f0.items()},
+        "ctx_tokens": [m["ctx_idx"].shape[1] for m in masks],
+        "tgt_tokens": [m["tgt_idx"].shape[1] * m["tgt_idx"].shape[2] for m in masks],
         "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if device.type == "cuda" else None,
         "no_host_sync_in_step": sync_ok,
         "torch": torch.__version__,
@@ -242,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, help="per-step batch (default: data.batch_size)")
     parser.add_argument("--mask-mode", choices=["faithful", "fixed"])
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"])
-    parser.add_argument("--compile", action="store_true", help="torch.compile the method")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every transformer block")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--distinct-batches", type=int, default=4, help="batches rotated through (mask shapes vary)")
