@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-ijepa test lint setup
+.PHONY: demo demo-ijepa demo-video test lint setup
 
 setup:
 	bash scripts/bootstrap.sh dev,text,video
@@ -15,10 +15,16 @@ demo: setup
 demo-ijepa: setup
 	$(VENV)/bin/openjepa pretrain configs/ijepa/demo.yaml --out runs/demo-ijepa --overwrite
 
+## V-JEPA and SALT on the built-in sprites videos at matched training FLOPs, one probe table.
+demo-video: setup
+	bash scripts/demo_video.sh
+
 ## The whole test suite (what CI runs) plus the linter.
 test: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q -m "not slow" tests
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/lint-imports

@@ -1,8 +1,9 @@
 """The README and docs/ match the code: links resolve, config keys exist, marked snippets run.
 
-Shell blocks fenced as ```` ```bash run ```` are executed (in a temporary folder, with the repository's
-``configs/`` reachable as ``configs/``); keep them to commands that take a few seconds. Every other
-``openjepa`` command line in the docs is at least parsed by the CLI's argument parser.
+Blocks fenced as ```` ```bash run ```` or ```` ```python run ```` are executed (in a temporary folder, with
+the repository's ``configs/`` reachable as ``configs/``, a small exported encoder as ``encoder.safetensors``
+and a real image file ``image.png``); keep them to what takes a few seconds. Every other ``openjepa``
+command line in the docs is at least parsed by the CLI's argument parser.
 """
 
 from __future__ import annotations
@@ -96,20 +97,36 @@ def test_documented_commands_parse(doc):
             assert all("=" in e and not e.startswith("-") for e in extra), f"{doc.name}: `{line}`: unknown {extra}"
 
 
-def _runnable() -> list[tuple[str, str]]:
+def _runnable() -> list[tuple[str, str, str]]:
     out = []
     for doc in DOCS:
         for info, body in _blocks(doc.read_text()):
-            if info.split()[:2] == ["bash", "run"]:
-                out.append((doc.name, body))
+            words = info.split()
+            if words[1:2] == ["run"] and words[0] in ("bash", "python"):
+                out.append((doc.name, words[0], body))
     return out
 
 
-@pytest.mark.parametrize(("doc", "body"), _runnable(), ids=lambda v: v if len(v) < 40 else None)
-def test_marked_snippets_run(doc, body, tmp_path):
-    (tmp_path / "configs").symlink_to(ROOT / "configs")
+def _fixtures(folder: Path) -> None:
+    """What the runnable snippets may read: the configs, an exported encoder and an image file."""
+    import numpy as np
+    from PIL import Image
+
+    from openjepa.checkpoints import save_encoder
+    from openjepa.models.vit import VisionTransformer
+
+    (folder / "configs").symlink_to(ROOT / "configs")
+    encoder = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    save_encoder(encoder, folder / "encoder.safetensors", {"source": "test"})
+    pixels = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "image.png")
+
+
+@pytest.mark.parametrize(("doc", "lang", "body"), _runnable(), ids=lambda v: v if len(v) < 40 else None)
+def test_marked_snippets_run(doc, lang, body, tmp_path):
+    _fixtures(tmp_path)
     bindir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", body], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+    cmd = ["bash", "-euo", "pipefail", "-c", body] if lang == "bash" else [sys.executable, "-c", body]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{doc}: snippet failed:\n{body}\n{proc.stderr[-2000:]}"

@@ -87,16 +87,21 @@ def _check_folder(root: Path, expected: str) -> None:
         raise FileNotFoundError(f"{root} is not a folder. Expected {expected}")
 
 
-def _list_images(folder: Path, recursive: bool) -> list[Path]:
-    """Image files under ``folder`` sorted by relative path; hidden files and folders are skipped."""
+def list_files(folder: Path, recursive: bool, keep: Callable[[str | os.PathLike], bool]) -> list[Path]:
+    """Files under ``folder`` that ``keep`` accepts, sorted by relative path; hidden files and folders skipped."""
     out: list[Path] = []
     if recursive:
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and is_image_file(f)]
+            out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and keep(f)]
     else:
-        out = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_image_file(p)]
+        out = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and keep(p)]
     return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _list_images(folder: Path, recursive: bool) -> list[Path]:
+    """Image files under ``folder`` (see :func:`list_files`)."""
+    return list_files(folder, recursive, is_image_file)
 
 
 _FOLDER_LAYOUT = (

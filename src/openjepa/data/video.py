@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from openjepa.config import ConfigError
-from openjepa.data.images import _index_labels
+from openjepa.data.images import _index_labels, list_files
 from openjepa.errors import CorruptFileError, OpenJepaError
 
 __all__ = [
@@ -947,12 +947,5 @@ class VideoFileDataset(torch.utils.data.Dataset):
 
 
 def _list_videos(folder: Path, recursive: bool) -> list[Path]:
-    """Video files under ``folder`` sorted by relative path; hidden files and folders are skipped."""
-    out: list[Path] = []
-    if recursive:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            out += [Path(dirpath) / f for f in filenames if not f.startswith(".") and is_video_file(f)]
-    else:
-        out = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and is_video_file(p)]
-    return sorted(out, key=lambda p: p.relative_to(folder).as_posix())
+    """Video files under ``folder`` (see :func:`openjepa.data.images.list_files`)."""
+    return list_files(folder, recursive, is_video_file)
