@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The scenes experiments of docs/RESULTS.md, run one after the other on the CPU (about 3 hours on 2 cores).
-#   bash scripts/experiments.sh [group...]    groups: cpu-small seeds ablations stability stability-context
-#                                             (default: all)
+# The experiments of docs/RESULTS.md, run one after the other on the CPU.
+#   bash scripts/experiments.sh [group...]
+#   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
+#   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split
+#   (default: the scenes groups)
 # Each run folder lands in runs/exp/<name>; scripts/summarize_runs.py turns them into tables and plots.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,15 @@ for g in "${groups[@]}"; do
     stability-context)  # a smaller context block (the default is [0.85, 1.0])
       for m in ijepa tcjepa; do
         run $m-small-context configs/$m/demo.yaml "mask.context_scale=[0.4,0.6]"
+      done ;;
+    video-seeds)  # V-JEPA demo, 3 seeds (its report carries random init, raw pixels, supervised ceiling)
+      for s in 0 1 2; do run vjepa-s$s configs/vjepa/demo.yaml train.seed=$s; done ;;
+    frames-seeds)  # the single-frame reference: an image encoder of the sprites frames, same budget
+      for s in 0 1 2; do run frames-s$s configs/ijepa/sprites-frames.yaml train.seed=$s; done ;;
+    salt-seeds)  # SALT at V-JEPA's training FLOPs: V-Pixel teacher, then the student, 3 seeds
+      for s in 0 1 2; do
+        run salt-teacher-s$s configs/salt/demo-teacher.yaml train.seed=$s eval.after_pretrain=false
+        run salt-s$s configs/salt/demo-student.yaml train.seed=$s teacher.checkpoint="$OUT/salt-teacher-s$s"
       done ;;
     *) echo "unknown group $g"; exit 2 ;;
   esac
