@@ -122,6 +122,11 @@ def _train(cfg: Config, out_dir: Path, resume: bool, overwrite: bool, info: Dist
         )
         if flops.describe():
             logger.event(flops.describe())
+        if state is not None and state.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            logger.event(
+                f"resuming with {torch.get_num_threads()} torch thread(s) where the run used {state['threads']}: the "
+                f"result will differ from an uninterrupted run in float rounding (OMP_NUM_THREADS={state['threads']})"
+            )
         data.prewarm_text(cfg.train.progress, logger.event)
     barrier(info)
     probe = data.eval_inputs() if (info.is_main and cfg.train.rankme_every > 0) else None

@@ -105,6 +105,7 @@ def checkpoint_payload(
         "rng": gather_rng(info),
         "skipped_total": skipped_total,
         "world_size": info.world_size,
+        "threads": torch.get_num_threads(),  # float summation order depends on it: a bitwise resume needs the same
         "flops": dict(flops or {"run": 0.0, "prior": 0.0}),
     }
 
