@@ -19,6 +19,14 @@ run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its 
     || echo "[exp] $name FAILED (see $OUT/$name.log)"
 }
 
+evaluate() {  # evaluate NAME [overrides...]: the probe report of a run trained with eval.after_pretrain=false
+  local name=$1; shift
+  if [ -f "$OUT/$name/eval.json" ]; then echo "[exp] eval $name: done already"; return; fi
+  echo "[exp] eval $name"
+  $OJ eval "$OUT/$name" --json "$OUT/$name/eval.json" --quiet "$@" > "$OUT/$name.eval.log" 2>&1 \
+    || echo "[exp] eval $name FAILED (see $OUT/$name.eval.log)"
+}
+
 mkdir -p "$OUT"
 groups=("$@"); [ ${#groups[@]} -eq 0 ] && groups=(cpu-small seeds ablations stability stability-context)
 for g in "${groups[@]}"; do
@@ -55,6 +63,20 @@ for g in "${groups[@]}"; do
         run salt-teacher-s$s configs/salt/demo-teacher.yaml train.seed=$s eval.after_pretrain=false
         run salt-s$s configs/salt/demo-student.yaml train.seed=$s teacher.checkpoint="$OUT/salt-teacher-s$s"
       done ;;
+    salt-teachers)  # teacher robustness, seed 0: a larger teacher (vit_tiny, 3 epochs) and an early one (the
+      # default teacher after 2 of its 7 epochs); students as in salt-seeds (same budget rule, same length)
+      quick=(eval.random_baseline=false eval.pixels=false eval.supervised_ceiling=false)
+      run salt-teacher-tiny configs/salt/demo-teacher.yaml model.arch=vit_tiny train.epochs=3 eval.after_pretrain=false
+      run salt-from-tiny configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-tiny" train.flops_budget=0 "${quick[@]}"
+      run salt-teacher-early configs/salt/demo-teacher.yaml train.max_steps=256 eval.after_pretrain=false
+      run salt-from-early configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-early" train.flops_budget=0 "${quick[@]}"
+      for t in salt-teacher-s0 salt-teacher-tiny salt-teacher-early; do evaluate $t "${quick[@]}"; done ;;
+    salt-split)  # a fixed total budget (V-JEPA's 3.65e13) with 1/6 and 1/2 of it on the teacher (1/3 is salt-s0)
+      quick=(eval.random_baseline=false eval.pixels=false eval.supervised_ceiling=false)
+      run salt-teacher-sixth configs/salt/demo-teacher.yaml train.epochs=3.6 eval.after_pretrain=false
+      run salt-split-sixth configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-sixth" train.epochs=10.2 "${quick[@]}"
+      run salt-teacher-half configs/salt/demo-teacher.yaml train.epochs=10.8 eval.after_pretrain=false
+      run salt-split-half configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-half" train.epochs=6.3 "${quick[@]}" ;;
     *) echo "unknown group $g"; exit 2 ;;
   esac
 done
