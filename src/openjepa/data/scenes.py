@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +46,7 @@ import torch
 from PIL import Image
 
 from openjepa.config import ConfigError
+from openjepa.data.indexing import item_index
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star", "cross")
 COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow", "purple", "orange", "white", "black")
@@ -806,12 +806,7 @@ class ScenesDataset(torch.utils.data.Dataset):
         return self.size
 
     def _index(self, i: int) -> int:
-        i = operator.index(i)
-        if i < 0:
-            i += self.size
-        if not 0 <= i < self.size:
-            raise IndexError(f"scenes index {i} out of range for a dataset of size {self.size}")
-        return i
+        return item_index(i, self.size, "scenes")
 
     def scene(self, i: int) -> Scene:
         """The objects and background of item ``i`` (no rendering)."""

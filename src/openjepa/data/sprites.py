@@ -40,7 +40,6 @@ import functools
 import importlib.util
 import math
 import numbers
-import operator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +48,7 @@ import numpy as np
 import torch
 
 from openjepa.config import ConfigError
+from openjepa.data.indexing import item_index
 from openjepa.data.video import clip_span, eval_clip_indices, train_clip_indices
 
 #: Version of what the generator draws: bump it whenever the same (seed, split, index) can give different
@@ -570,12 +570,7 @@ class SpritesDataset(torch.utils.data.Dataset):
         return self.size
 
     def _index(self, i: int) -> int:
-        i = operator.index(i)
-        if i < 0:
-            i += self.size
-        if not 0 <= i < self.size:
-            raise IndexError(f"sprites index {i} out of range for a dataset of size {self.size}")
-        return i
+        return item_index(i, self.size, "sprites")
 
     def sample(self, i: int) -> SpriteVideo:
         """Motion, sprites and background of video ``i`` (no rendering)."""

@@ -678,14 +678,9 @@ def evaluate(
         seeds = (seed,)
     settings = ProbeSettings.from_config(cfg, seeds)
     data = builtin_probe_data(cfg, encoder, tasks)
-    root, use = _cache_args(cfg, cache)
-    return evaluate_probe_data(
-        encoder, data, settings, device,
-        run_cfg=cfg if run_config else None,
-        random_baseline=cfg.eval.random_baseline if random_baseline is None else random_baseline,
-        pixels=bool(cfg.eval.pixels) if pixels is None else pixels,
-        ceiling=resolve_ceiling(cfg, ceiling, ceiling_steps, checkpoint_step, settings.seeds[0]),
-        cache_root=root, use_cache=use, progress=progress,
+    return _evaluate_with_rows(
+        encoder, data, settings, cfg, device, random_baseline, pixels, ceiling, ceiling_steps, checkpoint_step,
+        cache, run_config, progress,
     )
 
 
@@ -714,6 +709,28 @@ def evaluate_user_data(
     """
     settings = ProbeSettings.from_config(cfg, seeds)
     data = user_probe_data(train, val, encoder, cfg, tasks)
+    return _evaluate_with_rows(
+        encoder, data, settings, cfg, device, random_baseline, pixels, ceiling, ceiling_steps, checkpoint_step,
+        cache, run_config, progress,
+    )
+
+
+def _evaluate_with_rows(
+    encoder: nn.Module,
+    data: ProbeData,
+    settings: ProbeSettings,
+    cfg: Config,
+    device: torch.device | str,
+    random_baseline: bool | None,
+    pixels: bool | None,
+    ceiling: bool | None,
+    ceiling_steps: int | None,
+    checkpoint_step: int | None,
+    cache: str | os.PathLike | bool | None,
+    run_config: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """:func:`evaluate_probe_data` with the reference rows chosen by the arguments, else by ``cfg.eval``."""
     root, use = _cache_args(cfg, cache)
     return evaluate_probe_data(
         encoder, data, settings, device,
