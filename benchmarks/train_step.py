@@ -204,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     if any("=" not in e or e.startswith("-") for e in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = [*args.overrides, *extra]
-    result = run(args)
+    from openjepa.errors import OpenJepaError
+
+    try:
+        result = run(args)
+    except OpenJepaError as err:  # a bad config or a missing CUDA device: one line, no traceback
+        print(f"train_step.py: error: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(result))
     else:

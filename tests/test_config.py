@@ -62,3 +62,32 @@ def test_parse_override_errors():
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("optim.lr")
     assert parse_override("a.b=1e-3") == ("a.b", 1e-3)
+
+
+def test_video_settings_are_checked():
+    with pytest.raises(ConfigError, match=r"data.num_frames=7 is not divisible by model.tubelet_size=2"):
+        load_config(None, ["data.num_frames=7", "model.tubelet_size=2"])
+    with pytest.raises(ConfigError, match="empty"):
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "e.yaml").write_text("\n")
+            load_config(Path(d) / "e.yaml")
+
+
+def test_benchmark_without_cuda_is_one_line(capsys):
+    import sys
+    from pathlib import Path
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from train_step import main
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "ijepa" / "demo.yaml"
+    assert main([str(config), "--device", "cuda", "--steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device=cuda" in err

@@ -125,3 +125,18 @@ def test_sigkill_during_training_then_resume_continues(tmp_path, tiny_overrides)
     assert f"steps {step}->{step + 2}" in result.stderr
     assert load_checkpoint(run)["step"] == step + 2
     load_encoder(run)  # and the encoder inside it is readable
+
+
+def test_exports_are_readable_by_others(tmp_path):
+    """safetensors writes through a private temporary file; an export follows the umask like any file."""
+    from openjepa.checkpoints import save_encoder
+    from openjepa.models.vit import VisionTransformer
+
+    old = os.umask(0o022)
+    try:
+        encoder = VisionTransformer(img_size=16, patch_size=8, embed_dim=16, depth=1, num_heads=2)
+        weights, description = save_encoder(encoder, tmp_path / "e.safetensors", {})
+    finally:
+        os.umask(old)
+    assert weights.stat().st_mode & 0o777 == 0o644
+    assert description.stat().st_mode & 0o777 == 0o644
