@@ -7,15 +7,15 @@ PY := $(VENV)/bin/python
 setup:
 	bash scripts/bootstrap.sh dev,text,video
 
-## Main job: I-JEPA and TC-JEPA demo pretraining on the built-in scenes data, probe reports side by side.
+## Main job (about 25 minutes on 2 CPU cores): I-JEPA and TC-JEPA on the built-in scenes, one probe table.
 demo: setup
 	bash scripts/demo.sh
 
-## I-JEPA alone (under 10 minutes on 2 CPU cores): pretraining + probe report vs a random-init encoder.
+## I-JEPA alone (about 11 minutes on 2 CPU cores): pretraining + the calibrated probe report.
 demo-ijepa: setup
 	$(VENV)/bin/openjepa pretrain configs/ijepa/demo.yaml --out runs/demo-ijepa --overwrite
 
-## V-JEPA and SALT on the built-in sprites videos at matched training FLOPs, one probe table.
+## V-JEPA and SALT on the built-in sprites videos at matched training FLOPs, one probe table (about 45 min).
 demo-video: setup
 	bash scripts/demo_video.sh
 
