@@ -14,6 +14,9 @@ common=(train.progress=false)
 run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its evaluation
   local name=$1 cfg=$2; shift 2
   if [ -f "$OUT/$name/eval.json" ]; then echo "[exp] $name: done already"; return; fi
+  # A run without its own evaluation (a SALT teacher) is done when its log says so.
+  if [[ " $* " == *" eval.after_pretrain=false "* ]] && grep -q "^\[openjepa\] done:" "$OUT/$name.log" 2>/dev/null \
+     && [ -f "$OUT/$name/checkpoint-latest.pt" ]; then echo "[exp] $name: trained already"; return; fi
   echo "[exp] $name: $cfg $*"
   $OJ pretrain "$cfg" --out "$OUT/$name" --overwrite "${common[@]}" "$@" > "$OUT/$name.log" 2>&1 \
     || echo "[exp] $name FAILED (see $OUT/$name.log)"
