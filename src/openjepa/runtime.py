@@ -103,10 +103,12 @@ def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
 
     Without a limit each of them starts one thread per core, and on a small or shared CPU the threads
     oversubscribe the cores: torch's threads wait for each other at every operation, so one descheduled thread
-    stalls them all (measured in docs/RESULTS.md: 4x slower steps with 2 threads beside one busy process on
-    2 cores). So the count is the cores left after the loader workers and after what other programs keep
-    busy (the 1-minute load average, read before this process starts working), at least 1. An
-    ``OMP_NUM_THREADS`` the user set is respected. Loader workers run one thread each (PyTorch's default).
+    stalls them all (docs/RESULTS.md, section 15: 96 demo steps take 129 s with 2 threads beside one busy
+    process on 2 cores, 69 s with 1). So the count is the cores left after the loader workers and after what
+    other programs keep busy (the 1-minute load average, read before this process starts working), at least
+    1. Counting each loader worker as a full core is conservative: with the cheap ``scenes`` generator on an
+    idle 2-core machine, 2 threads are about a quarter faster (same section). An ``OMP_NUM_THREADS`` the
+    user set is respected. Loader workers run one thread each (PyTorch's default).
 
     Returns:
         A one-line description of the choice, for the run log.
