@@ -24,6 +24,7 @@ import time
 import torch
 
 from openjepa.config import Config, load_config
+from openjepa.errors import OpenJepaError
 from openjepa.masks.build import build_mask_generators
 from openjepa.methods import build_method, method_class
 from openjepa.models.build import token_grid
@@ -204,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     if any("=" not in e or e.startswith("-") for e in extra):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.overrides = [*args.overrides, *extra]
-    from openjepa.errors import OpenJepaError
-
     try:
         result = run(args)
     except OpenJepaError as err:  # a bad config or a missing CUDA device: one line, no traceback

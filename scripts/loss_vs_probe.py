@@ -15,23 +15,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
 import yaml
 
+from openjepa.train.logger import read_metrics
+
 
 def tail_loss(metrics: Path, tail: int) -> float:
-    """Mean of the last ``tail`` logged training losses of a run."""
-    losses = []
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
-        if "loss" in row and "step" in row:
-            losses.append(float(row["loss"]))
+    """Mean of the last ``tail`` logged training losses of a run (a resumed run's repeated steps once)."""
+    losses = [float(rec["loss"]) for rec in read_metrics(metrics) if "loss" in rec]
     if not losses:
         raise SystemExit(f"{metrics}: no logged loss")
-    last = losses[-tail:]
-    return sum(last) / len(last)
+    return statistics.fmean(losses[-tail:])
 
 
 def teacher_loss(run: Path, tail: int) -> float | None:
@@ -47,15 +45,11 @@ def teacher_loss(run: Path, tail: int) -> float | None:
 
 
 def r_squared(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """R² and slope of the least-squares line y = a + b x."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
-    if sxx == 0 or syy == 0:
+    """R² and slope of the least-squares line y = a + b x (nan for a constant x or y)."""
+    try:
+        return statistics.correlation(xs, ys) ** 2, statistics.linear_regression(xs, ys).slope
+    except statistics.StatisticsError:
         return float("nan"), float("nan")
-    return sxy * sxy / (sxx * syy), sxy / sxx
 
 
 def main(argv: list[str] | None = None) -> int:
