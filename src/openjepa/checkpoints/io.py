@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,11 @@ def read_torch_file(path: Path) -> Any:
     if size == 0:
         raise CheckpointError(f"checkpoint {path} is empty (0 bytes): the write was interrupted. {_EARLIER}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Random bytes read as an old-style pickle make torch warn about an unknown "pickle protocol";
+            # the error below already says the file is corrupt.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "Unsupported global" in str(err) or "was not an allowed global" in str(err):
             raise CheckpointError(
@@ -114,7 +118,10 @@ def read_torch_file(path: Path) -> Any:
             f"checkpoint {path} is corrupt or not a PyTorch checkpoint ({size} bytes, not a readable torch.save "
             f"file). {_EARLIER}"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError) as err:
+    except Exception as err:
+        # A damaged file can fail anywhere inside torch's zip reader or its weights-only unpickler (EOFError,
+        # BadZipFile, IndexError on a garbled opcode stream, ...); every such failure means the same thing to
+        # the user, so it becomes one error naming the file, the exception and what to do.
         raise CheckpointError(
             f"checkpoint {path} is corrupt or incomplete ({size} bytes; {type(err).__name__}: {_first_line(err)}). "
             f"{_EARLIER}"
