@@ -2,12 +2,14 @@
 
     python scripts/summarize_seeds.py runs/exp --groups vjepa frames salt --probe attentive
     python scripts/summarize_seeds.py runs/exp --groups vjepa salt --probe linear --against vjepa
+    python scripts/summarize_seeds.py runs/exp2 --groups vjepa frames --report eval-long.json --per-seed
 
-A group ``NAME`` is every run folder ``NAME-s<seed>`` holding an ``eval.json``. For each group the table
-shows its pretrained row and the reference rows of the same reports (random init, raw pixels, supervised
-ceiling: each run's own, since they are drawn with the run's dataset seed), then the margin of the
-pretrained row over random init, over raw pixels and (``--against``) over another group, in units of the
-larger of the two rows' seed standard deviations (a margin above 3 is what the issues ask for).
+A group ``NAME`` is every run folder ``NAME-s<seed>`` holding the report (``eval.json``, or ``--report``).
+For each group the table shows its pretrained row and the reference rows of the same reports (random
+init, raw pixels, supervised ceiling: each run's own, since they are drawn with the run's dataset seed),
+then the margin of the pretrained row over random init, over raw pixels and (``--against``) over another
+group, in units of the larger of the two rows' seed standard deviations (a margin above 3 is what the
+issues ask for).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ from pathlib import Path
 ROWS = {"random_init": "random init", "pixels": "raw pixels", "ceiling": "sup. ceiling"}
 
 
-def load_group(root: Path, name: str) -> list[dict]:
-    """The ``eval.json`` reports of runs ``root/name-s<seed>``, sorted by seed."""
-    runs = sorted(p for p in root.glob(f"{name}-s*") if re.fullmatch(rf"{re.escape(name)}-s\d+", p.name))
-    return [json.loads((p / "eval.json").read_text()) for p in runs if (p / "eval.json").is_file()]
+def load_group(root: Path, name: str, report: str = "eval.json") -> list[dict]:
+    """The reports (file ``report``) of runs ``root/name-s<seed>``, sorted by seed."""
+    runs = [p for p in root.glob(f"{name}-s*") if re.fullmatch(rf"{re.escape(name)}-s\d+", p.name)]
+    runs.sort(key=lambda p: int(p.name.rsplit("-s", 1)[1]))
+    return [json.loads((p / report).read_text()) for p in runs if (p / report).is_file()]
 
 
 def values(reports: list[dict], row: str, probe: str, task: str) -> list[float]:
@@ -58,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--groups", nargs="+", required=True)
     p.add_argument("--probe", default="attentive", choices=["attentive", "linear", "knn"])
     p.add_argument("--against", help="a group whose pretrained row the margins are also taken against")
+    p.add_argument("--report", default="eval.json", help="the report file in each run folder (default eval.json)")
+    p.add_argument("--per-seed", action="store_true", help="also list each run's numbers, seed by seed")
     args = p.parse_args(argv)
-    groups = {g: load_group(args.root, g) for g in args.groups}
+    groups = {g: load_group(args.root, g, args.report) for g in args.groups}
+    if not any(groups.values()):
+        p.error(f"no {args.report} in any {args.root}/<group>-s<seed> folder of groups {args.groups}")
     tasks = list(next(iter(r for rs in groups.values() for r in rs))["pretrained"][args.probe])
     print(f"{args.probe} probe, % (mean ± std over seeds; n = runs)\n")
     print("| row | n | " + " | ".join(tasks) + " |")
@@ -70,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         for row, label in ROWS.items():
             print(f"| {g}: {label} | {len(reports)} | "
                   + " | ".join(cell(values(reports, row, args.probe, t)) for t in tasks) + " |")
+    if args.per_seed:
+        print("\nper seed (dataset seed of each report), pretrained / random init\n")
+        print("| group | seed | " + " | ".join(tasks) + " |")
+        print("|---|---|" + "---|" * len(tasks))
+        for g, reports in groups.items():
+            for r in reports:
+                cells = [
+                    f"{100 * r['pretrained'][args.probe][t]:.1f} / "
+                    + (f"{100 * r['random_init'][args.probe][t]:.1f}" if "random_init" in r else "-")
+                    for t in tasks
+                ]
+                print(f"| {g} | {r['config'].get('dataset_seed')} | " + " | ".join(cells) + " |")
     print("\nmargins of the pretrained rows (difference, and in units of the larger seed std)\n")
     print("| group | vs | " + " | ".join(tasks) + " |")
     print("|---|---|" + "---|" * len(tasks))

@@ -20,6 +20,7 @@ from openjepa.eval.attentive import (
     attentive_probe,
     attentive_probes,
     default_heads,
+    score_epochs,
 )
 from openjepa.eval.probes import linear_probe
 
@@ -183,3 +184,50 @@ def test_bad_inputs_are_refused_with_the_shapes():
         attentive_probe(x, y, x, y, num_classes=1)
     with pytest.raises(ValueError, match=r"\[N, K, D\]"):
         attentive_probe(x[0], y, x, y, num_classes=2)
+
+
+def test_score_epochs_every_nth_and_the_last():
+    assert score_epochs(20, 0) == [20]
+    assert score_epochs(150, 50) == [50, 100, 150]
+    assert score_epochs(25, 10) == [10, 20, 25]
+    assert score_epochs(5, 10) == [5]
+    with pytest.raises(ValueError, match="eval_every=-1"):
+        score_epochs(10, -1)
+    with pytest.raises(ValueError, match="epochs=0"):
+        score_epochs(0, 0)
+
+
+@pytest.mark.parametrize("depth", [1, 2])
+def test_scoring_every_few_epochs_reports_the_best_epoch_and_leaves_training_unchanged(depth):
+    xtr, ytr = _marker_tokens(128, seed=0)
+    xva, yva = _marker_tokens(96, seed=1)
+    kwargs = {"num_classes": 2, "lrs": (1e-3, 3e-2), "epochs": 6, "batch_size": 32, "seed": 3, "depth": depth}
+    last = attentive_probe(xtr, ytr, xva, yva, **kwargs)
+    scored = attentive_probe(xtr, ytr, xva, yva, eval_every=2, **kwargs)
+    for lr in kwargs["lrs"]:
+        curve = scored["curves"][lr]
+        assert sorted(curve) == [2, 4, 6]
+        # Scoring on val in the middle of training does not change the training: the last score is the
+        # probe's accuracy after the full schedule, as without the option.
+        assert curve[6] == pytest.approx(last["accs_per_lr"][lr], abs=1e-6)
+        assert last["curves"][lr] == {6: last["accs_per_lr"][lr]}
+        assert scored["accs_per_lr"][lr] == max(curve.values())
+        assert curve[scored["epoch_per_lr"][lr]] == scored["accs_per_lr"][lr]
+    assert scored["best_acc"] == max(scored["accs_per_lr"].values()) >= last["best_acc"]
+    assert scored["best_epoch"] == scored["epoch_per_lr"][scored["best_lr"]]
+
+
+def test_probe_settings_refuse_a_negative_eval_every_naming_the_key():
+    from openjepa.config import Config
+    from openjepa.errors import ConfigError
+    from openjepa.eval.report import ProbeSettings
+
+    cfg = Config()
+    cfg.eval.attentive_eval_every = -5
+    with pytest.raises(ConfigError, match="eval.attentive_eval_every=-5"):
+        ProbeSettings.from_config(cfg)
+    cfg.eval.attentive_eval_every, cfg.eval.attentive_epochs = 10, 0
+    with pytest.raises(ConfigError, match="eval.attentive_epochs=0"):
+        ProbeSettings.from_config(cfg)
+    cfg.eval.attentive_epochs = 40
+    assert ProbeSettings.from_config(cfg).attentive_eval_every == 10

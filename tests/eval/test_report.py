@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import json
 import math
 
@@ -96,6 +98,16 @@ def test_report_has_every_calibration_row(report):
     assert report["config"]["probe_seeds"] == [0, 1] and report["config"]["ceiling"]["steps"] == 6
     assert report["data"]["name"] == "scenes" and report["data"]["tasks"] == {"count": 4, "largest_color": 8,
                                                                                 "has_circle": 2}
+
+
+def test_attentive_epoch_and_scoring_are_recorded(report):
+    # Default: scored after the last epoch only; the report says which epoch each number comes from.
+    assert report["config"]["attentive"]["eval_every"] == 0
+    assert report["pretrained"]["attentive_epoch"] == {t: 2 for t in TASKS}
+    assert "2 epochs, same lrs" in format_report(report)
+    scored = copy.deepcopy(report)
+    scored["config"]["attentive"]["eval_every"] = 10
+    assert "2 epochs (scored every 10, best kept), same lrs" in format_report(scored)
 
 
 def test_random_init_is_redrawn_per_seed_and_margins_are_differences(report):

@@ -187,6 +187,7 @@ class EvalConfig:
     attentive_depth: int = 1  # probe blocks (V-JEPA 2 uses 4; extra blocks are slow on a CPU)
     attentive_heads: int = 0  # 0: the most heads (up to 16) that are each at least 32 wide
     attentive_epochs: int = 20
+    attentive_eval_every: int = 0  # also score every this many epochs and report the best (0: the last only)
     num_clips: int = 2  # video: evenly spaced clips per video, predictions averaged
     pixels: bool = True  # row: raw pixels (downsampled)
     pixel_size: int = 4  # raw pixels: pixels per token side

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 
 from openjepa.config import Config, EvalConfig
 from openjepa.data.scenes import SEG_CLASSES, ScenesDataset
+from openjepa.errors import ConfigError
 from openjepa.eval.attentive import attentive_probes, default_heads
 from openjepa.eval.baselines import (
     DEFAULT_CEILING_STEPS,
@@ -101,6 +102,7 @@ class ProbeSettings:
         attentive_depth: blocks of the attentive probe.
         attentive_heads: its heads (``None``: :func:`~openjepa.eval.attentive.default_heads`).
         attentive_epochs: its epochs.
+        attentive_eval_every: also score it every this many epochs and keep the best (0: the last epoch).
         num_clips: clips per video at evaluation.
         pixel_size: pixels per token side of the raw-pixel reference.
         seeds: probe seeds.
@@ -115,6 +117,7 @@ class ProbeSettings:
     attentive_depth: int = 1
     attentive_heads: int | None = None
     attentive_epochs: int = 20
+    attentive_eval_every: int = 0
     num_clips: int = 2
     pixel_size: int = 4
     seeds: tuple[int, ...] = (0,)
@@ -127,6 +130,11 @@ class ProbeSettings:
         if not chosen:
             raise ValueError("give at least one probe seed (--seeds 0 1 2)")
         heads = int(cfg.eval.attentive_heads)
+        if int(ev.attentive_epochs) < 1 or int(ev.attentive_eval_every) < 0:
+            raise ConfigError(
+                f"eval.attentive_epochs={ev.attentive_epochs} must be >= 1 and eval.attentive_eval_every="
+                f"{ev.attentive_eval_every} >= 0 (0: score the attentive probe after its last epoch only)"
+            )
         return cls(
             lrs=tuple(float(lr) for lr in ev.probe_lrs),
             epochs=int(ev.probe_epochs),
@@ -137,6 +145,7 @@ class ProbeSettings:
             attentive_depth=int(cfg.eval.attentive_depth),
             attentive_heads=heads if heads > 0 else None,
             attentive_epochs=int(cfg.eval.attentive_epochs),
+            attentive_eval_every=int(cfg.eval.attentive_eval_every),
             num_clips=int(cfg.eval.num_clips),
             pixel_size=int(cfg.eval.pixel_size),
             seeds=chosen,
@@ -315,10 +324,11 @@ def _probe_one_seed(
             tr["patches"], {t: tr["labels"][t] for t in data.tasks},
             va["patches"], {t: va["labels"][t] for t in data.tasks},
             data.tasks, lrs=settings.lrs, epochs=settings.attentive_epochs, seed=seed, depth=settings.attentive_depth,
-            num_heads=settings.attentive_heads, device=device,
+            num_heads=settings.attentive_heads, device=device, eval_every=settings.attentive_eval_every,
         )
         out["attentive"] = {t: r["best_acc"] for t, r in att.items()}
         out["attentive_lr"] = {t: r["best_lr"] for t, r in att.items()}
+        out["attentive_epoch"] = {t: r["best_epoch"] for t, r in att.items()}
         out["attentive_sweep"] = {t: r["accs_per_lr"] for t, r in att.items()}
     if data.dense and "patch_labels" in tr and "patch_labels" in va:
         dense = dense_probe(
@@ -343,6 +353,8 @@ def _aggregate(per_seed: list[dict[str, Any]], tasks: list[str]) -> dict[str, An
         if f"{probe}_lr" in first:
             row[f"{probe}_lr"] = first[f"{probe}_lr"]
             row[f"{probe}_sweep"] = first[f"{probe}_sweep"]
+        if f"{probe}_epoch" in first:
+            row[f"{probe}_epoch"] = first[f"{probe}_epoch"]
         row[f"{probe}_mean"] = statistics.fmean(row[probe].values()) if tasks else math.nan
     if "dense" in first:
         row["dense"] = dict(first["dense"])
@@ -588,6 +600,7 @@ def evaluate_probe_data(
         "knn_k": settings.knn_k,
         "attentive": (
             {"depth": settings.attentive_depth, "epochs": settings.attentive_epochs,
+             "eval_every": settings.attentive_eval_every,
              "heads": settings.attentive_heads or default_heads(first["token_dim"])}
             if settings.attentive else None
         ),
@@ -878,7 +891,11 @@ def _header_lines(report: dict[str, Any], first: dict[str, Any]) -> list[str]:
         att = cfg.get("attentive")
         att_text = ""
         if att:
-            att_text = f"; attentive: depth {att['depth']}, {att['heads']} head(s), {att['epochs']} epochs, same lrs"
+            every = att.get("eval_every") or 0
+            best_of = f" (scored every {every}, best kept)" if every else ""
+            att_text = (
+                f"; attentive: depth {att['depth']}, {att['heads']} head(s), {att['epochs']} epochs{best_of}, same lrs"
+            )
         lrs = ", ".join(f"{lr:g}" for lr in cfg["probe_lrs"])
         lines.append(
             f"probes: linear on mean-pooled tokens, best val top-1 over lrs {lrs} ({cfg['probe_epochs']} epochs)"

@@ -1,0 +1,46 @@
+"""scripts/summarize_seeds.py: the mean ± std and sigma margins the RESULTS tables (and issue verdicts) use."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize_seeds.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("summarize_seeds", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _write(root: Path, name: str, seed: int, pre: float, rnd: float, report: str = "eval.json") -> None:
+    folder = root / f"{name}-s{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    rep = {"pretrained": {"attentive": {"speed": pre}}, "random_init": {"attentive": {"speed": rnd}},
+           "config": {"dataset_seed": seed}}
+    (folder / report).write_text(json.dumps(rep))
+
+
+def test_margin_in_units_of_the_larger_seed_std(tmp_path, capsys):
+    mod = _module()
+    # pretrained 0.90 / 0.92 / 0.94 (std 2 points), random 0.80 / 0.81 / 0.82 (std 1): margin 11 = 5.5 sigma.
+    for seed, (pre, rnd) in enumerate([(0.90, 0.80), (0.92, 0.81), (0.94, 0.82)]):
+        _write(tmp_path, "vjepa", seed, pre, rnd, report="eval-long.json")
+    _write(tmp_path, "vjepa", 10, 0.10, 0.10)  # another report file: not read with --report eval-long.json
+    assert mod.main([str(tmp_path), "--groups", "vjepa", "--report", "eval-long.json", "--per-seed"]) == 0
+    out = capsys.readouterr().out
+    assert "| vjepa | 3 | 92.0 ± 2.0 |" in out
+    assert "| vjepa: random init | 3 | 81.0 ± 1.0 |" in out
+    assert "| vjepa | random init | +11.0 (+5.5σ) |" in out
+    assert "| vjepa | 2 | 94.0 / 82.0 |" in out
+
+
+def test_no_report_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        _module().main([str(tmp_path), "--groups", "vjepa"])
+    assert "no eval.json in any" in capsys.readouterr().err
