@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-
 import json
 import math
 
@@ -230,6 +229,14 @@ def test_comparison_merges_runs_sharing_a_name_and_refuses_other_setups(report):
     bad["config"]["val_size"] = 1000
     with pytest.raises(ValueError, match="val_size"):
         format_comparison({"a": report, "b": bad})
+    # A report written before eval.attentive_eval_every existed scored the last epoch: the same protocol.
+    older = json.loads(json.dumps(report))
+    del older["config"]["attentive"]["eval_every"]
+    assert "I-JEPA" in format_comparison({"a": report, "b": older}, names=["I-JEPA", "CLIP"])
+    scored = json.loads(json.dumps(report))
+    scored["config"]["attentive"]["eval_every"] = 10
+    with pytest.raises(ValueError, match="attentive"):
+        format_comparison({"a": report, "b": scored})
 
 
 def test_older_reports_still_format_and_compare():

@@ -986,6 +986,14 @@ def _merge_rows(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A report's probe setting ``key``, with what older reports leave out filled in by its default."""
+    value = config.get(key)
+    if key == "attentive" and isinstance(value, dict):
+        value = {"eval_every": 0, **value}  # reports before eval.attentive_eval_every scored the last epoch
+    return value
+
+
 def format_comparison(reports: dict[str, dict[str, Any]], names: Sequence[str] | None = None) -> str:
     """Side-by-side table of several runs' reports: one column group per run, then the references.
 
@@ -1007,7 +1015,7 @@ def format_comparison(reports: dict[str, dict[str, Any]], names: Sequence[str] |
     ref_data = reports[keys[0]].get("data", {}).get("key")
     for key in keys[1:]:
         other = reports[key].get("config", {})
-        diff = [k for k in _COMPARABLE if other.get(k) != ref.get(k)]
+        diff = [k for k in _COMPARABLE if _setting(other, k) != _setting(ref, k)]
         other_data = reports[key].get("data", {}).get("key")
         if ref_data and other_data and other_data != ref_data:
             diff.append("probe data (files or generator)")
