@@ -472,7 +472,7 @@ def attentive_probes(
         raise ValueError(f"attentive probe: train width {train.shape[-1]} != val width {val.shape[-1]}")
     if not lrs:
         raise ValueError("attentive probe needs at least one learning rate in lrs")
-    score_epochs(epochs, eval_every)  # validates both before any work
+    scored_epochs = score_epochs(epochs, eval_every)  # validates both before any work
     dev = torch.device(device) if device is not None else train_tokens.device
     dim = train.shape[-1]
     heads = default_heads(dim) if num_heads is None else num_heads
@@ -491,7 +491,7 @@ def attentive_probes(
     targets = torch.stack([train_labels[task].long().repeat_interleave(clips) for task, _ in pairs])
     val_y = {task: val_labels[task].long() for task in tasks}
     steps_per_epoch = math.ceil(flat.shape[0] / batch_size)
-    scored_at = {e * steps_per_epoch: e for e in score_epochs(epochs, eval_every)}
+    scored_at = {e * steps_per_epoch: e for e in scored_epochs}
     # curves[pair index][epoch] = validation accuracy of that probe after that epoch
     curves: list[dict[int, float]] = [{} for _ in pairs]
 

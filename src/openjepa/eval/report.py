@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 from openjepa.config import Config, EvalConfig
 from openjepa.data.scenes import SEG_CLASSES, ScenesDataset
 from openjepa.errors import ConfigError
-from openjepa.eval.attentive import attentive_probes, default_heads
+from openjepa.eval.attentive import attentive_probes, default_heads, score_epochs
 from openjepa.eval.baselines import (
     DEFAULT_CEILING_STEPS,
     RANDOM_INIT_SEED_OFFSET,
@@ -130,11 +130,13 @@ class ProbeSettings:
         if not chosen:
             raise ValueError("give at least one probe seed (--seeds 0 1 2)")
         heads = int(cfg.eval.attentive_heads)
-        if int(ev.attentive_epochs) < 1 or int(ev.attentive_eval_every) < 0:
+        try:  # the probe's own rule, reported with the config keys
+            score_epochs(int(ev.attentive_epochs), int(ev.attentive_eval_every))
+        except ValueError:
             raise ConfigError(
                 f"eval.attentive_epochs={ev.attentive_epochs} must be >= 1 and eval.attentive_eval_every="
                 f"{ev.attentive_eval_every} >= 0 (0: score the attentive probe after its last epoch only)"
-            )
+            ) from None
         return cls(
             lrs=tuple(float(lr) for lr in ev.probe_lrs),
             epochs=int(ev.probe_epochs),
