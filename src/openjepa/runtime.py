@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +106,8 @@ def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
     oversubscribe the cores: torch's threads wait for each other at every operation, so one descheduled thread
     stalls them all (docs/RESULTS.md, section 15: 96 demo steps take 129 s with 2 threads beside one busy
     process on 2 cores, 69 s with 1). So the count is the cores left after the loader workers and after what
-    other programs keep busy (the 1-minute load average, read before this process starts working), at least
-    1. Counting each loader worker as a full core is conservative: with the cheap ``scenes`` generator on an
+    other programs keep busy (measured over 0.3 s before this process starts working, :func:`other_load`), at
+    least 1. Counting each loader worker as a full core is conservative: with the cheap ``scenes`` generator on an
     idle 2-core machine, 2 threads are about a quarter faster (same section). An ``OMP_NUM_THREADS`` the
     user set is respected. Loader workers run one thread each (PyTorch's default).
 
@@ -128,10 +129,73 @@ def configure_threads(num_workers: int, processes_per_node: int = 1) -> str:
     )
 
 
-def other_load(cores: int) -> int:
-    """Cores other programs keep busy: the rounded 1-minute load average (0 where it is not available)."""
+def other_load(cores: int, window_s: float = 0.3) -> int:
+    """Cores other programs keep busy now: :func:`busy_cpus` over a short window, rounded.
+
+    Falls back to the rounded 1-minute load average where ``/proc/stat`` is not readable (not Linux), and to
+    0 where neither is available. The load average lags by about a minute, so right after a busy process ends
+    (the previous stage of a pipeline, ``pip install``, a training run before its own probe report) it still
+    reports it; the window does not.
+    """
+    busy = busy_cpus(window_s)
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):  # not on Unix
+            return 0
+    return min(cores, int(busy + 0.5))
+
+
+def busy_cpus(window_s: float = 0.3, stat_path: str = "/proc/stat") -> float | None:
+    """How many of this process's CPUs were busy over the next ``window_s`` seconds (None if not measurable).
+
+    Reads the per-CPU counters of ``/proc/stat`` for the CPUs in this process's affinity mask before and after
+    the window; busy time is everything but idle and iowait (time the hypervisor stole counts as busy: it was
+    not ours). This process sleeps during the window, so what it measures is what other programs use.
+    """
     try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on Unix
-        return 0
-    return min(cores, int(load + 0.5))
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return None
+    before = _read_cpu_times(stat_path, cpus)
+    if before is None:
+        return None
+    time.sleep(window_s)
+    after = _read_cpu_times(stat_path, cpus)
+    if after is None:
+        return None
+    return cpu_busy_between(before, after)
+
+
+def cpu_busy_between(before: dict[int, tuple[int, int]], after: dict[int, tuple[int, int]]) -> float:
+    """Busy CPUs between two snapshots of ``{cpu: (busy ticks, total ticks)}``: the sum of each CPU's busy share."""
+    share = 0.0
+    for cpu, (busy_after, total_after) in after.items():
+        busy_before, total_before = before.get(cpu, (busy_after, total_after))
+        if total_after > total_before:
+            share += (busy_after - busy_before) / (total_after - total_before)
+    return share
+
+
+def _read_cpu_times(stat_path: str, cpus: list[int]) -> dict[int, tuple[int, int]] | None:
+    """``{cpu: (busy ticks, total ticks)}`` for ``cpus`` from a ``/proc/stat``-format file, None if unreadable."""
+    wanted = set(cpus)
+    times: dict[int, tuple[int, int]] = {}
+    try:
+        with open(stat_path, encoding="ascii") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if not fields or not fields[0].startswith("cpu") or fields[0] == "cpu":
+            continue
+        try:
+            cpu = int(fields[0][3:])
+            ticks = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+        except ValueError:
+            return None
+        if cpu in wanted and len(ticks) >= 5:
+            total = sum(ticks)
+            times[cpu] = (total - ticks[3] - ticks[4], total)
+    return times or None
