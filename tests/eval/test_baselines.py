@@ -164,3 +164,54 @@ def test_ceiling_steps_follow_the_documented_precedence():
 def test_ceiling_refuses_zero_steps():
     with pytest.raises(ValueError, match="steps=0"):
         baselines.train_supervised(tiny_encoder(), Squares(4, 0), {"color": 2}, CeilingSpec(steps=0), "cpu")
+
+
+class CountingSquares(Squares):
+    """Squares that count how often each item is read."""
+
+    def __init__(self, n: int, seed: int, broken: int | None = None):
+        super().__init__(n, seed)
+        self.reads = 0
+        self.broken = broken
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads += 1
+        if i == self.broken:
+            raise FileNotFoundError(f"item {i}: no such file")
+        return super().__getitem__(i)
+
+
+def _train(data: Dataset, steps: int = 7) -> baselines.Ceiling:
+    spec = CeilingSpec(steps=steps, batch_size=4, lr=3e-3, seed=0)
+    return baselines.train_supervised(tiny_encoder(), data, {"color": 2}, spec, "cpu", progress=False)
+
+
+def test_ceiling_inputs_prepared_once_train_exactly_the_streamed_ceiling(monkeypatch):
+    # 10 items, batches of 4 (the last 2 dropped): 7 steps cross three epochs, so the epoch order matters.
+    kept = CountingSquares(10, 0)
+    in_memory = _train(kept)
+    assert kept.reads == 10  # read once, not once per epoch
+    monkeypatch.setattr(baselines, "MATERIALIZE_MAX_BYTES", 0)  # force streaming
+    streamed_data = CountingSquares(10, 0)
+    streamed = _train(streamed_data)
+    assert streamed_data.reads == 7 * 4  # every epoch reads its batches again
+    for (name, p), q in zip(in_memory.encoder.state_dict().items(), streamed.encoder.state_dict().values(),
+                            strict=True):
+        assert torch.equal(p, q), name
+    assert torch.equal(in_memory.heads["color"].weight, streamed.heads["color"].weight)
+    assert in_memory.info["final_loss"] == streamed.info["final_loss"]
+
+
+def test_ceiling_streams_when_the_inputs_do_not_fit_or_an_item_is_unreadable(monkeypatch):
+    broken = CountingSquares(10, 0, broken=3)
+    ceiling = _train(broken)
+    assert ceiling.info["skipped"] > 0  # skipped and counted, as when streaming
+    assert broken.reads > 10
+    monkeypatch.setattr(baselines, "MATERIALIZE_MAX_BYTES", 10 * 3 * 32 * 32 * 4 - 1)  # one float short
+    too_big = CountingSquares(10, 0)
+    _train(too_big)
+    assert too_big.reads > 10
+    # Less than one epoch: nothing is prepared ahead.
+    short = CountingSquares(10, 0)
+    _train(short, steps=2)
+    assert short.reads == 8
