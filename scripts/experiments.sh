@@ -2,7 +2,9 @@
 # The experiments of docs/RESULTS.md, run one after the other on the CPU.
 #   bash scripts/experiments.sh [group...]
 #   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
-#   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split
+#   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split video-demo-seeds
+#   (the sprites groups but video-demo-seeds pin the 12-epoch V-JEPA budget, 3.65e13 FLOPs, that section 13
+#   compares SALT at; the demo configs now train 18 epochs, 5.47e13)
 #   (default: the scenes groups)
 # Each run folder lands in runs/exp/<name>; scripts/summarize_runs.py turns them into tables and plots.
 set -uo pipefail
@@ -10,6 +12,7 @@ cd "$(dirname "$0")/.."
 OJ=${OJ:-.venv/bin/openjepa}
 OUT=${OUT:-runs/exp}
 common=(train.progress=false)
+v12=(train.epochs=8.5 train.flops_budget=3.65e13)  # a SALT student at the 12-epoch V-JEPA budget (section 13)
 
 run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its evaluation
   local name=$1 cfg=$2; shift 2
@@ -57,29 +60,38 @@ for g in "${groups[@]}"; do
       for m in ijepa tcjepa; do
         run $m-small-context configs/$m/demo.yaml "mask.context_scale=[0.4,0.6]"
       done ;;
-    video-seeds)  # V-JEPA demo, 3 seeds (its report carries random init, raw pixels, supervised ceiling)
-      for s in 0 1 2; do run vjepa-s$s configs/vjepa/demo.yaml train.seed=$s; done ;;
+    video-seeds)  # V-JEPA demo at 12 epochs, 3 seeds (its report carries random init, raw pixels, supervised ceiling)
+      for s in 0 1 2; do run vjepa-s$s configs/vjepa/demo.yaml train.seed=$s train.epochs=12; done ;;
+    video-demo-seeds)  # the 18-epoch V-JEPA demo, 6 seeds, then the long attentive probe on the motion tasks
+      for s in 0 1 2 3 4 5; do
+        run d18-s$s configs/vjepa/demo.yaml train.seed=$s eval.after_pretrain=false
+        if [ ! -f "$OUT/d18-s$s/eval-long.json" ]; then
+          $OJ eval "$OUT/d18-s$s" --tasks speed direction --no-pixels --no-ceiling --quiet \
+            eval.attentive_epochs=150 eval.attentive_eval_every=10 --json "$OUT/d18-s$s/eval-long.json" \
+            > "$OUT/d18-s$s.eval.log" 2>&1 || echo "[exp] eval d18-s$s FAILED (see $OUT/d18-s$s.eval.log)"
+        fi
+      done ;;
     frames-seeds)  # the single-frame reference: an image encoder of the sprites frames, same budget
-      for s in 0 1 2; do run frames-s$s configs/ijepa/sprites-frames.yaml train.seed=$s; done ;;
+      for s in 0 1 2; do run frames-s$s configs/ijepa/sprites-frames.yaml train.seed=$s train.epochs=12; done ;;
     salt-seeds)  # SALT at V-JEPA's training FLOPs: V-Pixel teacher, then the student, 3 seeds
       for s in 0 1 2; do
         run salt-teacher-s$s configs/salt/demo-teacher.yaml train.seed=$s eval.after_pretrain=false
-        run salt-s$s configs/salt/demo-student.yaml train.seed=$s teacher.checkpoint="$OUT/salt-teacher-s$s"
+        run salt-s$s configs/salt/demo-student.yaml train.seed=$s teacher.checkpoint="$OUT/salt-teacher-s$s" "${v12[@]}"
       done ;;
     salt-teachers)  # teacher robustness, seed 0: a larger teacher (vit_tiny, 3 epochs) and an early one (the
       # default teacher after 2 of its 7 epochs); students as in salt-seeds (same budget rule, same length)
       quick=(eval.random_baseline=false eval.pixels=false eval.supervised_ceiling=false)
       run salt-teacher-tiny configs/salt/demo-teacher.yaml model.arch=vit_tiny train.epochs=3 eval.after_pretrain=false
-      run salt-from-tiny configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-tiny" train.flops_budget=0 "${quick[@]}"
+      run salt-from-tiny configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-tiny" train.flops_budget=0 train.epochs=8.5 "${quick[@]}"
       run salt-teacher-early configs/salt/demo-teacher.yaml train.max_steps=256 eval.after_pretrain=false
-      run salt-from-early configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-early" train.flops_budget=0 "${quick[@]}"
+      run salt-from-early configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-early" train.flops_budget=0 train.epochs=8.5 "${quick[@]}"
       for t in salt-teacher-s0 salt-teacher-tiny salt-teacher-early; do evaluate $t "${quick[@]}"; done ;;
     salt-split)  # a fixed total budget (V-JEPA's 3.65e13) with 1/6 and 1/2 of it on the teacher (1/3 is salt-s0)
       quick=(eval.random_baseline=false eval.pixels=false eval.supervised_ceiling=false)
       run salt-teacher-sixth configs/salt/demo-teacher.yaml train.epochs=3.6 eval.after_pretrain=false
-      run salt-split-sixth configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-sixth" train.epochs=10.2 "${quick[@]}"
+      run salt-split-sixth configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-sixth" train.epochs=10.2 train.flops_budget=3.65e13 "${quick[@]}"
       run salt-teacher-half configs/salt/demo-teacher.yaml train.epochs=10.8 eval.after_pretrain=false
-      run salt-split-half configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-half" train.epochs=6.3 "${quick[@]}" ;;
+      run salt-split-half configs/salt/demo-student.yaml teacher.checkpoint="$OUT/salt-teacher-half" train.epochs=6.3 train.flops_budget=3.65e13 "${quick[@]}" ;;
     *) echo "unknown group $g"; exit 2 ;;
   esac
 done
