@@ -355,12 +355,12 @@ def _training_batches(
     """The ceiling's epochs: each call returns one epoch of batches in ``sampler``'s order (last partial dropped).
 
     The ceiling passes over the same inputs once per epoch, and the evaluation transform is deterministic (no
-    augmentation), so rendering or decoding them every epoch repeats the same work: on the sprites demo that
-    was about a quarter of the ceiling's time. With ``in_memory``, when every item is readable and the
-    prepared inputs take at most :data:`MATERIALIZE_MAX_BYTES`, they are prepared once (one pass in index
-    order) and each epoch indexes them in memory; the batches, and so the trained ceiling, are the same as
-    streaming them (the sampler draws the same permutations; tests/eval/test_baselines.py). Otherwise each
-    epoch streams through a DataLoader.
+    augmentation), so rendering or decoding them every epoch repeats the same work: on the V-JEPA sprites demo
+    preparing them once takes the ceiling from 267 s to 236 s (docs/RESULTS.md, section 12). With ``in_memory``,
+    when every item is readable and the prepared inputs take at most :data:`MATERIALIZE_MAX_BYTES`, they are
+    prepared once (one pass in index order) and each epoch indexes them in memory; the batches, and so the trained
+    ceiling, are the same as streaming them (the sampler draws the same permutations; tests/eval/test_baselines.py).
+    Otherwise each epoch streams through a DataLoader.
     """
     loader = DataLoader(
         items, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
