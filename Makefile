@@ -15,7 +15,7 @@ demo: setup
 demo-ijepa: setup
 	$(VENV)/bin/openjepa pretrain configs/ijepa/demo.yaml --out runs/demo-ijepa --overwrite
 
-## V-JEPA (17 min on 2 CPU cores with its probe report), then SALT's two stages at the same training FLOPs; one table.
+## V-JEPA (17 min on 2 CPU cores with its probe report), then SALT's two stages at the same training FLOPs (17 min).
 demo-video: setup
 	bash scripts/demo_video.sh
 
