@@ -362,12 +362,12 @@ def _training_batches(
     ceiling, are the same as streaming them (the sampler draws the same permutations; tests/eval/test_baselines.py).
     Otherwise each epoch streams through a DataLoader.
     """
-    loader = DataLoader(
-        items, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
-        drop_last=True, pin_memory=pin,
-    )
     memory = _prepare_in_memory(items, collate, batch_size, num_workers) if in_memory else None
     if memory is None:
+        loader = DataLoader(
+            items, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate,
+            drop_last=True, pin_memory=pin,
+        )
         return lambda: iter(loader)
     inputs, labels = memory
 
