@@ -85,3 +85,50 @@ def test_init_statistics():
     torch.manual_seed(0)
     scaled = VisionTransformer(img_size=32, patch_size=8, embed_dim=256, depth=2, num_heads=4, rescale_init=True)
     torch.testing.assert_close(scaled.blocks[1].attn.proj.weight, model.blocks[1].attn.proj.weight / 2.0)
+
+
+def test_hmlp_stem_tokens_depend_on_their_own_patch_only():
+    # Masking drops tokens after the stem, so a stem that mixed neighbouring patches would leak the pixels of
+    # masked patches into the context. Changing one patch must change that patch's token and no other.
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="hmlp").eval()
+    x = torch.randn(2, 3, 32, 32)
+    y = x.clone()
+    y[:, :, 8:16, 16:24] += torch.randn(2, 3, 8, 8)  # the patch in row 1, column 2 -> token 1 * 4 + 2
+    with torch.no_grad():
+        changed = (model.embed(x) - model.embed(y)).abs().amax(dim=(0, 2)) > 0
+    assert changed.nonzero().flatten().tolist() == [6]
+    # Its embedding is a nonlinear function of the patch (with a linear stem, e(2x) - e(x) == e(x) - e(0)).
+    with torch.no_grad():
+        e0, e1, e2 = (model.patch_embed(s * x) for s in (0.0, 1.0, 2.0))
+    assert not torch.allclose(e2 - e1, e1 - e0, atol=1e-3)
+
+
+def test_hmlp_stem_config_round_trip_and_errors():
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="hmlp")
+    rebuilt = VisionTransformer(**model.config())
+    rebuilt.load_state_dict(model.state_dict())  # same parameter names and shapes
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(rebuilt.eval()(x), model.eval()(x))
+    assert VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2).config()["stem"] == "linear"
+    with pytest.raises(ValueError, match="divisible by 4.*model.patch_size"):
+        VisionTransformer(img_size=36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="hmlp")
+    with pytest.raises(ValueError, match="model.stem.*video"):
+        VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_frames=4, stem="hmlp")
+    with pytest.raises(ValueError, match="choose one of linear, hmlp"):
+        VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv")
+    with pytest.raises(ValueError, match="not divisible"):
+        model(torch.randn(1, 3, 30, 32))
+
+
+def test_hmlp_encoder_export_round_trip(tmp_path):
+    from openjepa.checkpoints import load_encoder, save_encoder
+
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="hmlp").eval()
+    weights, _ = save_encoder(model, tmp_path / "e.safetensors", {})
+    loaded = load_encoder(weights)
+    assert loaded.stem == "hmlp"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))

@@ -33,6 +33,7 @@ def build_encoder(cfg: Config, **overrides: Any) -> VisionTransformer:
         "num_frames": cfg.data.num_frames,
         "tubelet_size": cfg.model.tubelet_size,
         "pos": cfg.model.pos,
+        "stem": cfg.model.stem,
     }
     kwargs.update(overrides)
     return build_vit(cfg.model.arch, img_size=cfg.data.image_size, patch_size=cfg.model.patch_size, **kwargs)

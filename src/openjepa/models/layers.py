@@ -123,6 +123,50 @@ class PatchEmbed2D(nn.Module):
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
+class HMLPPatchEmbed2D(nn.Module):
+    """A hierarchical-MLP patch stem: three patch-local layers instead of one linear projection.
+
+    ``patch x patch`` patches go through a ``patch/4``-strided conv, then two 2x2-strided convs, with a
+    LayerNorm over channels and a GELU between them (the "hMLP" stem of DeiT III). Every kernel equals its
+    stride, so each token still depends on the pixels of its own patch only: masking the tokens afterwards
+    hides exactly the masked patches, as with the linear stem (a convolutional stem with overlapping kernels
+    would leak the pixels of masked patches into their visible neighbours). What it adds is a nonlinear
+    reading of each patch before the transformer, which helps ViTs trained on little data (DeiT III).
+
+    Same interface as :class:`PatchEmbed2D`; the patch side must be a multiple of 4.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        if patch_size % 4:
+            raise ValueError(f"the hmlp stem needs a patch size divisible by 4, got {patch_size} (model.patch_size)")
+        self.patch_size = patch_size
+        hidden = max(embed_dim // 4, 16)
+        first = patch_size // 4
+        self.convs = nn.ModuleList(
+            [
+                nn.Conv2d(in_chans, hidden, first, stride=first),
+                nn.Conv2d(hidden, hidden, 2, stride=2),
+                nn.Conv2d(hidden, embed_dim, 2, stride=2),
+            ]
+        )
+        self.norms = nn.ModuleList([nn.LayerNorm(hidden), nn.LayerNorm(hidden)])
+        self.act = nn.GELU()
+
+    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+        """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
+        return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
+        self.grid(x.shape)  # a clear error for an input the patch does not divide
+        for conv, norm in zip(self.convs[:-1], self.norms):
+            x = conv(x)
+            x = self.act(norm(x.movedim(1, -1)).movedim(-1, 1))  # LayerNorm per position: stays patch-local
+        return self.convs[-1](x).flatten(2).transpose(1, 2)
+
+
 class PatchEmbed3D(nn.Module):
     """Non-overlapping ``tubelet x patch x patch`` video tubelets projected to the model width (3-D conv).
 

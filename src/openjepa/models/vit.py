@@ -19,6 +19,7 @@ from torch import nn
 
 from openjepa.models.layers import (
     Block,
+    HMLPPatchEmbed2D,
     PatchEmbed2D,
     PatchEmbed3D,
     gather_tokens,
@@ -33,6 +34,10 @@ from openjepa.models.rope import ROPE_VARIANTS, RotaryEmbedding
 # follow their own conventions and must be used as they are), or rotary embeddings in every attention
 # layer (V-JEPA 2, SALT; "rope_vjepa2" reproduces the released V-JEPA 2 weights, see models/rope.py).
 POSITION_KINDS = ("sincos", "stored", *ROPE_VARIANTS)
+
+# How pixels become tokens: one linear projection per patch (ViT, every published JEPA checkpoint) or the
+# patch-local hierarchical MLP of layers.HMLPPatchEmbed2D (images only).
+STEMS = ("linear", "hmlp")
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class VisionTransformer(nn.Module):
             the released V-JEPA 2 weights need; see :mod:`openjepa.models.rope`).
         rescale_init: divide residual output projections by sqrt(2 * layer) after init.
         norm_eps: LayerNorm epsilon.
+        stem: ``"linear"`` (one projection per patch) or ``"hmlp"`` (a three-layer patch-local MLP, images
+            only; see :class:`~openjepa.models.layers.HMLPPatchEmbed2D`).
     """
 
     def __init__(
@@ -103,12 +110,18 @@ class VisionTransformer(nn.Module):
         pos: str = "sincos",
         rescale_init: bool = False,
         norm_eps: float = 1e-6,
+        stem: str = "linear",
     ):
         super().__init__()
         if num_frames < 1:
             raise ValueError(f"num_frames={num_frames} must be >= 1 (1: images, > 1: video clips)")
         if pos not in POSITION_KINDS:
             raise ValueError(f"pos={pos!r}: choose one of {', '.join(POSITION_KINDS)}")
+        if stem not in STEMS:
+            raise ValueError(f"stem={stem!r} (model.stem): choose one of {', '.join(STEMS)}")
+        if stem != "linear" and num_frames > 1:
+            raise ValueError(f"stem={stem!r} (model.stem) is for images; video encoders use the linear tubelet stem")
+        self.stem = stem
         self.img_size = _pair(img_size)
         self.patch_size = patch_size
         self.embed_dim = embed_dim
@@ -129,7 +142,8 @@ class VisionTransformer(nn.Module):
             self.patch_embed: nn.Module = PatchEmbed3D(patch_size, embed_dim, in_chans, tubelet_size)
             shape: tuple[int, ...] = (num_frames, *self.img_size)
         else:
-            self.patch_embed = PatchEmbed2D(patch_size, embed_dim, in_chans)
+            stem_cls = HMLPPatchEmbed2D if stem == "hmlp" else PatchEmbed2D
+            self.patch_embed = stem_cls(patch_size, embed_dim, in_chans)
             shape = self.img_size
         self.grid_size: tuple[int, ...] = self.patch_embed.grid(shape)
         self.num_patches = math.prod(self.grid_size)
@@ -164,6 +178,7 @@ class VisionTransformer(nn.Module):
             "tubelet_size": self.tubelet_size,
             "pos": self.pos,
             "norm_eps": self.norm_eps,
+            "stem": self.stem,
         }
 
     def _positions(self, grid: tuple[int, ...], device: torch.device) -> torch.Tensor:
