@@ -122,15 +122,18 @@ def test_ceiling_spec_warms_up_then_decays_to_zero():
     assert spec.lr_at(99) < 2e-6
 
 
-def test_supervised_ceiling_learns_an_easy_task_and_is_cached(tmp_path, monkeypatch):
+@pytest.mark.parametrize("pool", ["max", "mean"])
+def test_supervised_ceiling_learns_an_easy_task_and_is_cached(tmp_path, monkeypatch, pool):
     enc = tiny_encoder()
     train, val = Squares(96, 0), Squares(48, 1)
-    spec = CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=0)
+    spec = CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=0, pool=pool)
     ceiling = supervised_ceiling(enc, train, {"color": 2}, spec, "cpu", cache_root=tmp_path, progress=False)
     assert not ceiling.cached and ceiling.info["cache_key"]
     assert ceiling.encoder.config() == enc.config()
-    feats = extract_features(ceiling.encoder, val, batch_size=16, device="cpu", progress=False, patch_tokens=False)
-    acc = ceiling_head_accuracy(ceiling, feats["pooled"], feats["labels"])
+    assert ceiling.heads.pool == pool
+    feats = extract_features(ceiling.encoder, val, batch_size=16, device="cpu", progress=False,
+                             patch_tokens=pool == "max")
+    acc = ceiling_head_accuracy(ceiling, feats)
     assert acc["color"] >= 0.9  # chance is about 0.5
     assert ceiling.info["train_acc"]["color"] >= 0.8
 
@@ -143,11 +146,12 @@ def test_supervised_ceiling_learns_an_easy_task_and_is_cached(tmp_path, monkeypa
     assert again.cached
     for (name, p), q in zip(ceiling.encoder.state_dict().items(), again.encoder.state_dict().values(), strict=True):
         assert torch.equal(p, q), name
-    torch.testing.assert_close(again.heads["color"].weight, ceiling.heads["color"].weight)
+    for (name, p), q in zip(ceiling.heads.state_dict().items(), again.heads.state_dict().values(), strict=True):
+        assert torch.equal(p, q), name
     # Another seed (or step count) is another ceiling.
     with pytest.raises(AssertionError, match="trained again"):
-        supervised_ceiling(enc, train, {"color": 2}, CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=1), "cpu",
-                           cache_root=tmp_path, progress=False)
+        other = CeilingSpec(steps=60, batch_size=16, lr=3e-3, seed=1, pool=pool)
+        supervised_ceiling(enc, train, {"color": 2}, other, "cpu", cache_root=tmp_path, progress=False)
 
 
 def test_ceiling_steps_follow_the_documented_precedence():
@@ -198,7 +202,7 @@ def test_ceiling_inputs_prepared_once_train_exactly_the_streamed_ceiling(monkeyp
     for (name, p), q in zip(in_memory.encoder.state_dict().items(), streamed.encoder.state_dict().values(),
                             strict=True):
         assert torch.equal(p, q), name
-    assert torch.equal(in_memory.heads["color"].weight, streamed.heads["color"].weight)
+    assert torch.equal(in_memory.heads.heads["color"].weight, streamed.heads.heads["color"].weight)
     assert in_memory.info["final_loss"] == streamed.info["final_loss"]
 
 
@@ -215,3 +219,30 @@ def test_ceiling_streams_when_the_inputs_do_not_fit_or_an_item_is_unreadable(mon
     short = CountingSquares(10, 0)
     _train(short, steps=2)
     assert short.reads == 8
+
+
+def test_ceiling_heads_pool_tokens_and_average_clips():
+    torch.manual_seed(0)
+    tasks = {"a": 3, "b": 2}
+    heads = baselines.CeilingHeads(16, tasks).eval()
+    for p in heads.parameters():  # non-zero heads
+        torch.nn.init.normal_(p, std=0.3)
+    tokens = torch.randn(5, 7, 16)
+    out = heads(tokens)
+    assert {k: v.shape for k, v in out.items()} == {"a": (5, 3), "b": (5, 2)}
+    torch.testing.assert_close(out["b"], heads.heads["b"](tokens.amax(1)))  # max over tokens, per channel
+    mean_heads = baselines.CeilingHeads(16, tasks, "mean")
+    mean_heads.load_state_dict(heads.state_dict())
+    torch.testing.assert_close(mean_heads(tokens)["a"], heads.heads["a"](tokens.mean(1)))
+    # Video: each clip is pooled and the clips' logits averaged.
+    clips = torch.randn(6, 2, 7, 16).half()
+    labels = {t: torch.randint(0, n, (6,)) for t, n in tasks.items()}
+    logits = {t: torch.stack([heads(clips[:, c])[t] for c in range(2)]).mean(0) for t in tasks}
+    ceiling = baselines.Ceiling(tiny_encoder(), heads)
+    acc = ceiling_head_accuracy(ceiling, {"patches": clips, "labels": labels})
+    for t in tasks:
+        assert acc[t] == pytest.approx(float((logits[t].argmax(1) == labels[t]).float().mean()))
+    with pytest.raises(ValueError, match="patch_tokens=True"):
+        ceiling_head_accuracy(ceiling, {"pooled": torch.randn(6, 16), "labels": labels})
+    with pytest.raises(ValueError, match="eval.ceiling_pool"):
+        CeilingSpec(pool="attentive")

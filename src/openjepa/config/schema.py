@@ -198,6 +198,9 @@ class EvalConfig:
     supervised_ceiling: bool = True  # row: the same architecture trained on the probe labels
     ceiling_steps: int = 0  # 0: as many steps as the checkpoint's pretraining (1000 when unknown)
     ceiling_lr: float = 1e-3
+    # How the ceiling's linear heads pool the tokens: their per-channel maximum, or their mean (through which
+    # a small ViT does not learn the shape of a small object on scenes, docs/evaluation.md).
+    ceiling_pool: str = field(default="max", metadata=_choices("max", "mean"))
     seeds: tuple[int, ...] = (0,)  # probe seeds (mean +- std over them)
     cache: str | None = None  # feature / ceiling cache folder; None: $OPENJEPA_CACHE or ~/.cache/openjepa
 

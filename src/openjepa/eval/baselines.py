@@ -9,7 +9,11 @@ the pretraining. So every report shows, beside the pretrained encoder:
 - **supervised ceiling**: the same architecture trained from scratch *on the probe labels* with the same
   number of optimizer steps as the pretraining run (:func:`supervised_ceiling`). Its frozen features go
   through the same probes, and its own heads are reported too. A task where even this stays at chance
-  measures nothing at this scale.
+  measures nothing at this scale. Its linear heads read the per-channel maximum of the tokens by default:
+  trained through the mean of its 64 tokens (or an attentive pool), a small ViT does not learn the shape of
+  an object that covers a few of them, even alone in the image, while through the maximum it does
+  (docs/RESULTS.md, section 16); the ceiling would then call a task unlearnable that only its pooling could
+  not read. ``pool="mean"`` keeps linear heads on the mean.
 
 The ceiling costs a training run, so it is cached by (architecture, training data, tasks, steps, batch,
 optimizer settings, seed) under ``ROOT/ceilings`` (``ROOT`` as for the feature cache).
@@ -39,9 +43,11 @@ from openjepa.models.pos_embed import position_table
 from openjepa.models.vit import VisionTransformer
 
 __all__ = [
+    "CEILING_POOLS",
     "DEFAULT_CEILING_STEPS",
     "RANDOM_INIT_SEED_OFFSET",
     "Ceiling",
+    "CeilingHeads",
     "CeilingSpec",
     "PixelEncoder",
     "ceiling_head_accuracy",
@@ -59,7 +65,11 @@ RANDOM_INIT_SEED_OFFSET = 12345
 # weights) and none is given (--ceiling-steps / eval.ceiling_steps).
 DEFAULT_CEILING_STEPS = 1000
 
-CEILING_FORMAT = "openjepa-ceiling-v1"
+# v2: CeilingSpec.pool (max by default); v1 entries (mean-pooled heads) are not read.
+CEILING_FORMAT = "openjepa-ceiling-v2"
+
+#: How the ceiling's linear heads pool the tokens: their per-channel maximum or their mean.
+CEILING_POOLS = ("max", "mean")
 
 
 def random_encoder_like(encoder: VisionTransformer, seed: int = 0, rescale_init: bool = False) -> VisionTransformer:
@@ -186,6 +196,7 @@ class CeilingSpec:
         warmup: fraction of the steps with a linear warmup.
         clip_grad: gradient-norm clipping (0: none).
         seed: initialization and data order.
+        pool: how the heads read the tokens, one of :data:`CEILING_POOLS` (see :class:`CeilingHeads`).
     """
 
     steps: int = DEFAULT_CEILING_STEPS
@@ -195,6 +206,12 @@ class CeilingSpec:
     warmup: float = 0.1
     clip_grad: float = 1.0
     seed: int = 0
+    pool: str = "max"
+
+    def __post_init__(self) -> None:
+        if self.pool not in CEILING_POOLS:
+            raise ValueError(f"supervised ceiling: pool={self.pool!r} (eval.ceiling_pool); choose one of "
+                             f"{', '.join(CEILING_POOLS)}")
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based)."""
@@ -205,19 +222,51 @@ class CeilingSpec:
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+class CeilingHeads(nn.Module):
+    """The ceiling's task heads over the encoder's tokens ``[B, K, D]``: ``forward`` -> ``{task: logits}``.
+
+    One linear head per task (zero-initialized) on the tokens pooled by ``pool``: their per-channel maximum
+    (``"max"``) or their mean (``"mean"``, the features the linear probe reads).
+
+    Args:
+        dim: token width.
+        tasks: ``{task: classes}``.
+        pool: one of :data:`CEILING_POOLS`.
+    """
+
+    def __init__(self, dim: int, tasks: dict[str, int], pool: str = "max"):
+        super().__init__()
+        if pool not in CEILING_POOLS:
+            raise ValueError(f"supervised ceiling: pool={pool!r}; choose one of {', '.join(CEILING_POOLS)}")
+        self.pool = pool
+        self.heads = _heads(dim, tasks)
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``[..., K, D]`` tokens -> ``[..., D]`` float32 features."""
+        tokens = tokens.float()
+        return tokens.amax(-2) if self.pool == "max" else tokens.mean(-2)
+
+    def forward(self, tokens: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_pooled(self.pooled(tokens))
+
+    def forward_pooled(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits from already pooled features ``[B, D]``."""
+        return {task: head(pooled.float()) for task, head in self.heads.items()}
+
+
 @dataclass
 class Ceiling:
     """A trained supervised ceiling.
 
     Attributes:
         encoder: the trained encoder (eval mode, CPU).
-        heads: one ``nn.Linear`` per task on the mean-pooled tokens.
+        heads: its task heads (:class:`CeilingHeads`).
         info: spec, tasks, seconds, final training loss and accuracy, cache key.
         cached: whether it came from the cache.
     """
 
     encoder: VisionTransformer
-    heads: nn.ModuleDict
+    heads: CeilingHeads
     info: dict[str, Any] = field(default_factory=dict)
     cached: bool = False
 
@@ -269,7 +318,7 @@ def train_supervised(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
         encoder = VisionTransformer(**like.config(), rescale_init=rescale_init)
-    heads = _heads(encoder.embed_dim, tasks)
+    heads = CeilingHeads(encoder.embed_dim, tasks, spec.pool)
     encoder.to(dev).train()
     heads.to(dev).train()
     params = list(encoder.named_parameters()) + [(f"heads.{n}", p) for n, p in heads.named_parameters()]
@@ -305,9 +354,8 @@ def train_supervised(
             for g in opt.param_groups:
                 g["lr"] = spec.lr_at(step)
             with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-                pooled = encoder(x).mean(1)
-            pooled = pooled.float()
-            logits = {task: heads[task](pooled) for task in tasks}
+                tokens = encoder(x)
+            logits = heads(tokens)
             targets = {task: batch["labels"][task].to(dev) for task in tasks}
             loss = sum(F.cross_entropy(logits[t], targets[t]) for t in tasks) / len(tasks)
             opt.zero_grad(set_to_none=True)
@@ -402,15 +450,29 @@ def _prepare_in_memory(
 
 
 @torch.no_grad()
-def ceiling_head_accuracy(
-    ceiling: Ceiling, val_pooled: torch.Tensor, val_labels: dict[str, torch.Tensor]
-) -> dict[str, float]:
-    """Val accuracy of the ceiling's own heads on its mean-pooled val features (for video, averaged over clips:
-    the heads are linear, so this is the average of the clips' logits)."""
+def ceiling_head_accuracy(ceiling: Ceiling, val: dict[str, Any]) -> dict[str, float]:
+    """Val accuracy of the ceiling's own heads on its val features.
+
+    Args:
+        ceiling: the trained ceiling.
+        val: :func:`~openjepa.eval.features.extract_features` output of ``ceiling.encoder`` on the val data:
+            ``labels``, and ``patches`` (max-pooled heads; video ``[N, C, K, D]``: each clip is pooled, and the
+            clips' logits averaged) or ``pooled`` (mean-pooled heads; for video the mean over clips, which for
+            linear heads is the same average of the clips' logits).
+    """
+    heads = ceiling.heads.eval()
+    if heads.pool == "mean":
+        pooled = val["pooled"]
+    elif "patches" in val:
+        tokens = val["patches"]
+        clips = tokens if tokens.ndim == 4 else tokens.unsqueeze(1)  # [N, C, K, D]
+        pooled = heads.pooled(clips).mean(1)  # linear heads: the mean of the clips' features = of their logits
+    else:
+        raise ValueError("the ceiling's max-pooled heads need the val tokens: extract them with patch_tokens=True")
+    labels = val["labels"]
     return {
-        task: float((head(val_pooled.float()).argmax(1) == val_labels[task]).float().mean())
-        for task, head in ceiling.heads.items()
-        if task in val_labels
+        t: float((y.argmax(1) == labels[t]).float().mean()) for t, y in heads.forward_pooled(pooled).items()
+        if t in labels
     }
 
 
@@ -425,7 +487,7 @@ def _ceiling_key(like: VisionTransformer, dataset: Dataset, tasks: dict[str, int
     })
 
 
-def _load_ceiling(folder: Path, key: str, like: VisionTransformer, tasks: dict[str, int]) -> Ceiling | None:
+def _load_ceiling(folder: Path, key: str, like: VisionTransformer, tasks: dict[str, int], pool: str) -> Ceiling | None:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -439,7 +501,7 @@ def _load_ceiling(folder: Path, key: str, like: VisionTransformer, tasks: dict[s
         print(f"[openjepa] ignoring unreadable ceiling cache entry {weights} ({err})", file=sys.stderr)
         return None
     encoder = VisionTransformer(**like.config())
-    heads = _heads(encoder.embed_dim, tasks)
+    heads = CeilingHeads(encoder.embed_dim, tasks, pool)
     encoder.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
     heads.load_state_dict({k[len("heads.") :]: v for k, v in state.items() if k.startswith("heads.")})
     return Ceiling(encoder.eval(), heads.eval(), info, cached=True)
@@ -490,7 +552,7 @@ def supervised_ceiling(
     key = _ceiling_key(like, dataset, tasks, spec, transform, rescale_init) if use_cache else None
     folder = (Path(cache_root).expanduser() if cache_root is not None else default_cache_root()) / "ceilings"
     if key is not None:
-        hit = _load_ceiling(folder, key, like, tasks)
+        hit = _load_ceiling(folder, key, like, tasks, spec.pool)
         if hit is not None:
             return hit
     ceiling = train_supervised(like, dataset, tasks, spec, device, transform, num_workers, progress, rescale_init)

@@ -439,8 +439,8 @@ def evaluate_row(
         "cache": {"hits": sum(hits), "extractions": len(hits)},
         "seconds": {"features": feature_seconds, "probes": probe_seconds},
     })
-    # Kept for the ceiling's own heads (pooled val features and labels); dropped before the report is saved.
-    row["_val"] = (va["pooled"], va["labels"])
+    # Kept for the ceiling's own heads (val features and labels); dropped before the report is saved.
+    row["_val"] = va
     return row
 
 
@@ -562,7 +562,7 @@ def evaluate_probe_data(
             num_workers=settings.num_workers, progress=progress, rescale_init=rescale_init,  # type: ignore[arg-type]
         )
         row = evaluate_row(ceiling_model.encoder, data, settings, device, cache, progress, "sup. ceiling")
-        row["heads"] = ceiling_head_accuracy(ceiling_model, *row["_val"])
+        row["heads"] = ceiling_head_accuracy(ceiling_model, row["_val"])
         row["heads_mean"] = statistics.fmean(row["heads"].values()) if row["heads"] else math.nan
         row["training"] = {**ceiling_model.info, "cached": ceiling_model.cached}
         report["ceiling"] = row
@@ -629,7 +629,7 @@ def resolve_ceiling(
 ) -> CeilingSpec | None:
     """The ceiling's spec: on unless disabled, ``steps`` > ``eval.ceiling_steps`` > the checkpoint's step >
     :data:`DEFAULT_CEILING_STEPS`; batch ``data.batch_size x optim.accum_steps`` (the pretraining's per
-    process), learning rate ``eval.ceiling_lr``, seed ``seed``."""
+    process), learning rate ``eval.ceiling_lr``, heads ``eval.ceiling_pool``, seed ``seed``."""
     on = cfg.eval.supervised_ceiling if enabled is None else enabled
     if not on:
         return None
@@ -639,6 +639,7 @@ def resolve_ceiling(
         batch_size=int(cfg.data.batch_size * cfg.optim.accum_steps),
         lr=float(cfg.eval.ceiling_lr),
         seed=seed,
+        pool=str(cfg.eval.ceiling_pool),
     )
 
 
