@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", default="max", choices=("max", "mean"))
-    p.add_argument("--stem", default="linear", choices=("linear", "hmlp"))
+    p.add_argument("--stem", default="linear", choices=("linear", "hmlp", "conv"))
     p.add_argument("--max-objects", type=int, default=4)
     args = p.parse_args(argv)
     like = build_vit(args.arch, img_size=args.image_size, patch_size=args.patch, stem=args.stem)

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="vit", choices=("vit", "cnn"))
     p.add_argument("--arch", default="vit_pico")
     p.add_argument("--patch", type=int, default=8)
-    p.add_argument("--stem", default="linear", choices=("linear", "hmlp"))
+    p.add_argument("--stem", default="linear", choices=("linear", "hmlp", "conv"))
     p.add_argument("--embed-scale", type=float, default=1.0)
     p.add_argument("--pool", default="mean", choices=("mean", "att", "max"))
     p.add_argument("--objects", type=int, default=1)

@@ -115,20 +115,50 @@ def test_hmlp_stem_config_round_trip_and_errors():
         VisionTransformer(img_size=36, patch_size=6, embed_dim=32, depth=1, num_heads=2, stem="hmlp")
     with pytest.raises(ValueError, match="model.stem.*video"):
         VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, num_frames=4, stem="hmlp")
-    with pytest.raises(ValueError, match="choose one of linear, hmlp"):
-        VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="conv")
+    with pytest.raises(ValueError, match="choose one of linear, hmlp, conv"):
+        VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="resnet")
     with pytest.raises(ValueError, match="not divisible"):
         model(torch.randn(1, 3, 30, 32))
 
 
-def test_hmlp_encoder_export_round_trip(tmp_path):
+@pytest.mark.parametrize("stem", ["hmlp", "conv"])
+def test_stem_export_round_trip(tmp_path, stem):
     from openjepa.checkpoints import load_encoder, save_encoder
 
     torch.manual_seed(0)
-    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem="hmlp").eval()
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2, stem=stem).eval()
     weights, _ = save_encoder(model, tmp_path / "e.safetensors", {})
     loaded = load_encoder(weights)
-    assert loaded.stem == "hmlp"
+    assert loaded.stem == stem
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_conv_stem_overlaps_but_a_masked_encoder_never_reads_dropped_pixels():
+    torch.manual_seed(0)
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, stem="conv").eval()
+    assert [c.out_channels for c in model.patch_embed.convs] == [8, 16, 32]  # D/4, D/2, D for 8 px patches
+    x = torch.randn(2, 3, 32, 32)
+    y = x.clone()
+    y[:, :, 8:16, 16:24] += torch.randn(2, 3, 8, 8)  # patch (1, 2) = token 6
+    with torch.no_grad():
+        changed = (model.embed(x) - model.embed(y)).abs().amax(dim=(0, 2)) > 0
+        # The kernels overlap: without masking, the 8 neighbours of token 6 read some of its pixels.
+        assert changed.nonzero().flatten().tolist() == [1, 2, 3, 5, 6, 7, 9, 10, 11]
+        # With token 6 dropped, the kept tokens are exactly those of an image whose patch 6 is zero.
+        keep = torch.tensor([[0, 1, 2, 5, 7, 10, 11], [2, 3, 4, 5, 7, 9, 10]])
+        torch.testing.assert_close(model(x, keep=keep), model(y, keep=keep))
+        blank = x.clone()
+        blank[:, :, 8:16, 16:24] = 0
+        torch.testing.assert_close(model(x, keep=keep), model(blank, keep=keep))
+        # Keeping every token is the unmasked forward.
+        torch.testing.assert_close(model(x, keep=torch.arange(16).expand(2, -1)), model(x), rtol=1e-5, atol=1e-5)
+    # Its own init keeps the input's scale (the transformer's std-0.02 init would leave ~1% of it after three
+    # layers, and tokens that carry their position only).
+    big = VisionTransformer(img_size=64, patch_size=8, embed_dim=96, depth=1, num_heads=3, stem="conv")
+    with torch.no_grad():
+        ratio = float(big.patch_embed(torch.randn(8, 3, 64, 64)).std())
+    assert 0.5 < ratio < 2.0
+    with pytest.raises(ValueError, match="power-of-two.*model.patch_size"):
+        VisionTransformer(img_size=48, patch_size=12, embed_dim=32, depth=1, num_heads=2, stem="conv")

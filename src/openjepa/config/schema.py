@@ -34,10 +34,11 @@ class ModelConfig:
     # Token positions: a fixed sin-cos table added to the patch embeddings (I-JEPA, V-JEPA), or rotary
     # embeddings inside attention (V-JEPA 2, SALT).
     pos: str = field(default="sincos", metadata=_choices("sincos", "rope"))
-    # How pixels become tokens: one linear projection per patch (ViT; every published checkpoint), or a
-    # three-layer patch-local MLP (images only; patch size a multiple of 4; DeiT III's hMLP stem). Both keep
-    # each token a function of its own patch, so masking stays exact.
-    stem: str = field(default="linear", metadata=_choices("linear", "hmlp"))
+    # How pixels become tokens: one linear projection per patch (ViT; every published checkpoint), a
+    # three-layer patch-local MLP (hmlp: DeiT III's stem; patch a multiple of 4), or overlapping 4x4 stride-2
+    # convolutions (conv: patch a power of 2; the pixels of masked patches are zeroed before it, so a masked
+    # encoder never reads them). hmlp and conv are for images only.
+    stem: str = field(default="linear", metadata=_choices("linear", "hmlp", "conv"))
     pred_depth: int = 6
     pred_dim: int = 384
     pred_heads: int | None = None  # None: same number of heads as the encoder (the I-JEPA choice)

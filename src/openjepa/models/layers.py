@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -108,6 +111,8 @@ class PatchEmbed2D(nn.Module):
     Input ``[B, C, H, W]``; output tokens ``[B, (H/p)*(W/p), D]`` in raster order.
     """
 
+    overlaps = False  # each token reads its own patch only
+
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
         super().__init__()
         self.patch_size = patch_size
@@ -135,6 +140,8 @@ class HMLPPatchEmbed2D(nn.Module):
 
     Same interface as :class:`PatchEmbed2D`; the patch side must be a multiple of 4.
     """
+
+    overlaps = False
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
         super().__init__()
@@ -167,11 +174,70 @@ class HMLPPatchEmbed2D(nn.Module):
         return self.convs[-1](x).flatten(2).transpose(1, 2)
 
 
+class ConvPatchEmbed2D(nn.Module):
+    """A convolutional stem: ``log2(patch)`` 4x4 stride-2 convolutions (padding 1) with GELU between them.
+
+    Widths double up to the model width (``D/4, D/2, D`` for 8 px patches), so the cost stays a few percent of
+    the transformer's. The kernels overlap: a token reads its patch and a margin around it (7 px on every side
+    for 8 px patches; an even kernel keeps the margin symmetric, where a 3x3 one would look up and left only).
+    That is what lets a small ViT learn the shapes of small objects from a few thousand images (early
+    convolutions, Xiao et al. 2021; docs/RESULTS.md, section 16), and what a masked encoder must not see:
+    :meth:`VisionTransformer.forward` zeroes the pixels of every dropped patch before this stem when it is
+    given ``keep`` (:attr:`overlaps` is True), so kept tokens never read a masked pixel.
+
+    Same interface as :class:`PatchEmbed2D`; the patch side must be a power of two. The training-FLOPs estimate
+    (6 x parameters x tokens, :mod:`openjepa.methods.flops`) counts the stem's weights once per token, but its
+    first two layers run 16 and 4 times per 8 px patch: for ``vit_pico`` / 8 the encoder's true count is ~10 %
+    above the estimate (0.84 M multiply-adds per token, not 0.76 M); runs compared at matched FLOPs should
+    share the stem.
+    """
+
+    overlaps = True
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__()
+        layers = int(math.log2(patch_size)) if patch_size >= 2 else 0
+        if patch_size < 2 or 2**layers != patch_size:
+            raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size} (model.patch_size)")
+        self.patch_size = patch_size
+        widths = [in_chans] + [max(embed_dim // 2 ** (layers - 1 - i), 8) for i in range(layers - 1)] + [embed_dim]
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in itertools.pairwise(widths))
+        self.act = nn.GELU()
+
+    def reset_parameters(self) -> None:
+        """He-normal kernels (fan in), zero biases, the last one at unit gain: the stem keeps the input's scale.
+
+        The transformer's init (truncated normal, std 0.02) would shrink the signal about 10x per layer: after
+        three layers the patch content is ~1% of the position table's scale, and a JEPA target encoder's tokens
+        then carry their position only, which the predictor learns to copy (the loss falls to ~1e-4 within
+        100 steps of the scenes demo while nothing about the image is learned). The encoder calls this after
+        its own init.
+        """
+        for i, conv in enumerate(self.convs):
+            last = i == len(self.convs) - 1
+            nn.init.kaiming_normal_(conv.weight, nonlinearity="linear" if last else "relu")
+            nn.init.zeros_(conv.bias)
+
+    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
+        """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
+        return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
+        self.grid(x.shape)
+        for i, conv in enumerate(self.convs):
+            x = conv(x) if i == 0 else conv(self.act(x))
+        return x.flatten(2).transpose(1, 2)
+
+
 class PatchEmbed3D(nn.Module):
     """Non-overlapping ``tubelet x patch x patch`` video tubelets projected to the model width (3-D conv).
 
     Input ``[B, C, T, H, W]``; output tokens ``[B, (T/t)*(H/p)*(W/p), D]`` in time-major raster order.
     """
+
+    overlaps = False
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3, tubelet_size: int = 2):
         super().__init__()

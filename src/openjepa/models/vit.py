@@ -19,6 +19,7 @@ from torch import nn
 
 from openjepa.models.layers import (
     Block,
+    ConvPatchEmbed2D,
     HMLPPatchEmbed2D,
     PatchEmbed2D,
     PatchEmbed3D,
@@ -35,9 +36,11 @@ from openjepa.models.rope import ROPE_VARIANTS, RotaryEmbedding
 # layer (V-JEPA 2, SALT; "rope_vjepa2" reproduces the released V-JEPA 2 weights, see models/rope.py).
 POSITION_KINDS = ("sincos", "stored", *ROPE_VARIANTS)
 
-# How pixels become tokens: one linear projection per patch (ViT, every published JEPA checkpoint) or the
-# patch-local hierarchical MLP of layers.HMLPPatchEmbed2D (images only).
-STEMS = ("linear", "hmlp")
+# How pixels become tokens: one linear projection per patch (ViT, every published JEPA checkpoint), the
+# patch-local hierarchical MLP of layers.HMLPPatchEmbed2D, or the overlapping convolutions of
+# layers.ConvPatchEmbed2D (images only).
+STEMS = ("linear", "hmlp", "conv")
+_STEM_CLASSES = {"linear": PatchEmbed2D, "hmlp": HMLPPatchEmbed2D, "conv": ConvPatchEmbed2D}
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,9 @@ class VisionTransformer(nn.Module):
             the released V-JEPA 2 weights need; see :mod:`openjepa.models.rope`).
         rescale_init: divide residual output projections by sqrt(2 * layer) after init.
         norm_eps: LayerNorm epsilon.
-        stem: ``"linear"`` (one projection per patch) or ``"hmlp"`` (a three-layer patch-local MLP, images
-            only; see :class:`~openjepa.models.layers.HMLPPatchEmbed2D`).
+        stem: ``"linear"`` (one projection per patch), ``"hmlp"`` (a three-layer patch-local MLP, see
+            :class:`~openjepa.models.layers.HMLPPatchEmbed2D`) or ``"conv"`` (overlapping 4x4 stride-2 convolutions,
+            see :class:`~openjepa.models.layers.ConvPatchEmbed2D`); the last two for images only.
     """
 
     def __init__(
@@ -142,8 +146,7 @@ class VisionTransformer(nn.Module):
             self.patch_embed: nn.Module = PatchEmbed3D(patch_size, embed_dim, in_chans, tubelet_size)
             shape: tuple[int, ...] = (num_frames, *self.img_size)
         else:
-            stem_cls = HMLPPatchEmbed2D if stem == "hmlp" else PatchEmbed2D
-            self.patch_embed = stem_cls(patch_size, embed_dim, in_chans)
+            self.patch_embed = _STEM_CLASSES[stem](patch_size, embed_dim, in_chans)
             shape = self.img_size
         self.grid_size: tuple[int, ...] = self.patch_embed.grid(shape)
         self.num_patches = math.prod(self.grid_size)
@@ -160,6 +163,8 @@ class VisionTransformer(nn.Module):
         # Built after the blocks, so that heads not dividing the width are reported by the attention layer.
         self.rope = RotaryEmbedding(embed_dim // num_heads, pos) if pos in ROPE_VARIANTS else None
         self.apply(init_weights)
+        if hasattr(self.patch_embed, "reset_parameters"):  # a deep stem keeps its own, scale-preserving init
+            self.patch_embed.reset_parameters()
         if rescale_init:
             rescale_residual_branches(self.blocks)
 
@@ -197,7 +202,13 @@ class VisionTransformer(nn.Module):
         return tokens + self._positions(grid, tokens.device).to(tokens.dtype)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Encodes ``x``; with ``keep: LongTensor[B, K]`` only those tokens enter the blocks."""
+        """Encodes ``x``; with ``keep: LongTensor[B, K]`` only those tokens enter the blocks.
+
+        With a stem whose kernels overlap (``stem="conv"``) the pixels of the dropped patches are zeroed first,
+        so that the kept tokens see nothing of what a masked method hides from them.
+        """
+        if keep is not None and self.patch_embed.overlaps:
+            x = x * self._kept_pixels(keep, x.shape[-2:]).to(x.dtype)
         tokens = self.embed(x)
         rope = None
         if self.rope is not None:
@@ -209,6 +220,15 @@ class VisionTransformer(nn.Module):
         for blk in self.blocks:
             tokens = blk(tokens, rope=rope)
         return self.norm(tokens)
+
+
+    def _kept_pixels(self, keep: torch.Tensor, size: torch.Size | tuple[int, int]) -> torch.Tensor:
+        """``[B, 1, H, W]`` mask: 1 on the pixels of the patches listed in ``keep``, 0 elsewhere."""
+        grid = self.patch_embed.grid(tuple(size))
+        kept = torch.zeros(keep.shape[0], math.prod(grid), device=keep.device)
+        kept.scatter_(1, keep, 1.0)
+        p = self.patch_size
+        return kept.reshape(-1, 1, *grid).repeat_interleave(p, dim=2).repeat_interleave(p, dim=3)
 
 
 def interpolate_table(table: torch.Tensor, grid: tuple[int, ...], new_grid: tuple[int, ...]) -> torch.Tensor:
