@@ -1,6 +1,11 @@
 """Shared test settings: a tiny model on tiny scenes so each training run takes seconds."""
 
+import importlib.util
+from pathlib import Path
+
 import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 TINY = [
     "model.arch=vit_pico",
@@ -74,3 +79,16 @@ def _seeded():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def load_script():
+    """``load_script("name")``: imports ``scripts/name.py`` (the scripts are not a package) as a module."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)  # type: ignore[union-attr]
+        return mod
+
+    return load

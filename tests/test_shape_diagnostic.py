@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "shape_diagnostic.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("shape_diagnostic", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
 
 
 @pytest.mark.parametrize("args", [
     ["--pool", "mean"], ["--pool", "max", "--stem", "hmlp"], ["--pool", "att", "--embed-scale", "5"],
     ["--model", "cnn", "--pool", "max"],
 ])
-def test_a_short_run_prints_training_and_val_accuracy(capsys, args):
-    mod = _module()
+def test_a_short_run_prints_training_and_val_accuracy(capsys, args, load_script):
+    mod = load_script("shape_diagnostic")
     common = ["--image-size", "32", "--steps", "4", "--every", "2", "--batch", "8", "--train-size", "16",
               "--tasks", "largest_shape,count", "--objects", "2"]
     assert mod.main(common + args) == 0

@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "summarize_seeds.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("summarize_seeds", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
 
 
 def _write(root: Path, name: str, seed: int, pre: float, rnd: float, report: str = "eval.json") -> None:
@@ -26,8 +16,8 @@ def _write(root: Path, name: str, seed: int, pre: float, rnd: float, report: str
     (folder / report).write_text(json.dumps(rep))
 
 
-def test_margin_in_units_of_the_larger_seed_std(tmp_path, capsys):
-    mod = _module()
+def test_margin_in_units_of_the_larger_seed_std(tmp_path, capsys, load_script):
+    mod = load_script("summarize_seeds")
     # pretrained 0.90 / 0.92 / 0.94 (std 2 points), random 0.80 / 0.81 / 0.82 (std 1): margin 11 = 5.5 sigma.
     for seed, (pre, rnd) in enumerate([(0.90, 0.80), (0.92, 0.81), (0.94, 0.82)]):
         _write(tmp_path, "vjepa", seed, pre, rnd, report="eval-long.json")
@@ -40,7 +30,7 @@ def test_margin_in_units_of_the_larger_seed_std(tmp_path, capsys):
     assert "| vjepa | 2 | 94.0 / 82.0 |" in out
 
 
-def test_no_report_is_a_clear_error(tmp_path, capsys):
+def test_no_report_is_a_clear_error(tmp_path, capsys, load_script):
     with pytest.raises(SystemExit):
-        _module().main([str(tmp_path), "--groups", "vjepa"])
+        load_script("summarize_seeds").main([str(tmp_path), "--groups", "vjepa"])
     assert "no eval.json in any" in capsys.readouterr().err

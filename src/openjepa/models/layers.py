@@ -105,30 +105,45 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class PatchEmbed2D(nn.Module):
-    """Non-overlapping ``patch x patch`` image patches projected to the model width (a strided 2-D conv).
+class _ImageStem(nn.Module):
+    """What every image stem shares: the patch side, the token grid and the input check.
 
-    Input ``[B, C, H, W]``; output tokens ``[B, (H/p)*(W/p), D]`` in raster order.
+    ``overlaps`` says whether a token reads pixels outside its own patch (then a masked encoder must blank the
+    dropped patches before the stem, see ``VisionTransformer.forward``).
     """
 
-    overlaps = False  # each token reads its own patch only
+    overlaps = False
 
-    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+    def __init__(self, patch_size: int):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
 
     def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
         """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
         return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _check(x: torch.Tensor) -> None:
         if x.ndim != 4:
             raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
+
+
+class PatchEmbed2D(_ImageStem):
+    """Non-overlapping ``patch x patch`` image patches projected to the model width (a strided 2-D conv).
+
+    Input ``[B, C, H, W]``; output tokens ``[B, (H/p)*(W/p), D]`` in raster order.
+    """
+
+    def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
+        super().__init__(patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
         return self.proj(x).flatten(2).transpose(1, 2)
 
 
-class HMLPPatchEmbed2D(nn.Module):
+class HMLPPatchEmbed2D(_ImageStem):
     """A hierarchical-MLP patch stem: three patch-local layers instead of one linear projection.
 
     ``patch x patch`` patches go through a ``patch/4``-strided conv, then two 2x2-strided convs, with a
@@ -141,13 +156,10 @@ class HMLPPatchEmbed2D(nn.Module):
     Same interface as :class:`PatchEmbed2D`; the patch side must be a multiple of 4.
     """
 
-    overlaps = False
-
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
-        super().__init__()
         if patch_size % 4:
             raise ValueError(f"the hmlp stem needs a patch size divisible by 4, got {patch_size} (model.patch_size)")
-        self.patch_size = patch_size
+        super().__init__(patch_size)
         hidden = max(embed_dim // 4, 16)
         first = patch_size // 4
         self.convs = nn.ModuleList(
@@ -160,21 +172,15 @@ class HMLPPatchEmbed2D(nn.Module):
         self.norms = nn.ModuleList([nn.LayerNorm(hidden), nn.LayerNorm(hidden)])
         self.act = nn.GELU()
 
-    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
-        """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
-        return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
-        self.grid(x.shape)  # a clear error for an input the patch does not divide
+        self._check(x)
         for conv, norm in zip(self.convs[:-1], self.norms):
             x = conv(x)
             x = self.act(norm(x.movedim(1, -1)).movedim(-1, 1))  # LayerNorm per position: stays patch-local
         return self.convs[-1](x).flatten(2).transpose(1, 2)
 
 
-class ConvPatchEmbed2D(nn.Module):
+class ConvPatchEmbed2D(_ImageStem):
     """A convolutional stem: ``log2(patch)`` 4x4 stride-2 convolutions (padding 1) with GELU between them.
 
     Widths double up to the model width (``D/4, D/2, D`` for 8 px patches), so the cost stays a few percent of
@@ -195,11 +201,10 @@ class ConvPatchEmbed2D(nn.Module):
     overlaps = True
 
     def __init__(self, patch_size: int, embed_dim: int, in_chans: int = 3):
-        super().__init__()
         layers = int(math.log2(patch_size)) if patch_size >= 2 else 0
         if patch_size < 2 or 2**layers != patch_size:
             raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size} (model.patch_size)")
-        self.patch_size = patch_size
+        super().__init__(patch_size)
         widths = [in_chans] + [max(embed_dim // 2 ** (layers - 1 - i), 8) for i in range(layers - 1)] + [embed_dim]
         self.convs = nn.ModuleList(nn.Conv2d(a, b, 4, stride=2, padding=1) for a, b in itertools.pairwise(widths))
         self.act = nn.GELU()
@@ -218,14 +223,8 @@ class ConvPatchEmbed2D(nn.Module):
             nn.init.kaiming_normal_(conv.weight, nonlinearity="linear" if last else "relu")
             nn.init.zeros_(conv.bias)
 
-    def grid(self, shape: torch.Size | tuple[int, ...]) -> tuple[int, int]:
-        """The ``(H/p, W/p)`` token grid of an input whose last two sizes are ``(H, W)``."""
-        return _grid(tuple(shape[-2:]), (self.patch_size, self.patch_size))  # type: ignore[return-value]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4:
-            raise ValueError(f"an image encoder takes [B, 3, H, W] inputs, got shape {tuple(x.shape)}")
-        self.grid(x.shape)
+        self._check(x)
         for i, conv in enumerate(self.convs):
             x = conv(x) if i == 0 else conv(self.act(x))
         return x.flatten(2).transpose(1, 2)
