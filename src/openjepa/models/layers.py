@@ -214,8 +214,8 @@ class ConvPatchEmbed2D(_ImageStem):
 
         The transformer's init (truncated normal, std 0.02) would shrink the signal about 10x per layer: after
         three layers the patch content is ~1% of the position table's scale, and a JEPA target encoder's tokens
-        then carry their position only, which the predictor learns to copy (the loss falls to ~1e-4 within
-        100 steps of the scenes demo while nothing about the image is learned). The encoder calls this after
+        then carry their position only, which the predictor learns to copy (the I-JEPA loss fell to 3e-4
+        within 96 steps of the scenes demo, docs/RESULTS.md section 16). The encoder calls this after
         its own init.
         """
         for i, conv in enumerate(self.convs):
