@@ -113,13 +113,26 @@ def test_random_encoder_like_is_seeded_and_keeps_the_architecture():
     assert not torch.equal(wa, enc.blocks[0].attn.qkv.weight)
 
 
-def test_ceiling_spec_warms_up_then_decays_to_zero():
-    spec = CeilingSpec(steps=100, lr=1e-3, warmup=0.1)
+def test_ceiling_spec_warms_up_then_decays_to_zero_on_the_cosine_schedule():
+    spec = CeilingSpec(steps=100, lr=1e-3, warmup=0.1, schedule="cosine")
     assert spec.lr_at(0) == pytest.approx(1e-4)
     assert spec.lr_at(9) == pytest.approx(1e-3)
     assert spec.lr_at(10) == pytest.approx(1e-3)
     assert spec.lr_at(55) == pytest.approx(0.5e-3, rel=0.05)
     assert spec.lr_at(99) < 2e-6
+
+
+def test_ceiling_spec_holds_the_peak_on_the_constant_schedule_the_default():
+    spec = CeilingSpec(steps=100, lr=1e-3, warmup=0.1)
+    assert spec.schedule == "constant"
+    assert spec.lr_at(0) == pytest.approx(1e-4)  # the same warmup
+    assert spec.lr_at(9) == pytest.approx(1e-3)
+    assert [spec.lr_at(s) for s in (10, 55, 99)] == [1e-3, 1e-3, 1e-3]
+
+
+def test_ceiling_spec_names_the_field_of_an_unknown_schedule():
+    with pytest.raises(ValueError, match="eval.ceiling_schedule"):
+        CeilingSpec(schedule="linear")
 
 
 @pytest.mark.parametrize("pool", ["max", "mean"])
@@ -161,7 +174,9 @@ def test_ceiling_steps_follow_the_documented_precedence():
     assert resolve_ceiling(cfg, None, None, 576, 0).steps == 576  # the pretraining's steps
     assert resolve_ceiling(cfg, None, 50, 576, 0).steps == 50  # --ceiling-steps wins
     spec = resolve_ceiling(cfg, True, None, 576, 3)
-    assert spec.batch_size == 64 and spec.seed == 3
+    assert spec.batch_size == 64 and spec.seed == 3 and spec.schedule == "constant"
+    cfg.eval.ceiling_schedule = "cosine"
+    assert resolve_ceiling(cfg, True, None, 576, 0).schedule == "cosine"
     assert resolve_ceiling(cfg, False, None, 576, 0) is None
 
 

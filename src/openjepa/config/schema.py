@@ -202,6 +202,10 @@ class EvalConfig:
     # How the ceiling's linear heads pool the tokens: their per-channel maximum, or their mean (through which
     # a small ViT does not learn the shape of a small object on scenes, docs/evaluation.md).
     ceiling_pool: str = field(default="max", metadata=_choices("max", "mean"))
+    # Its learning rate after the warmup: held at ceiling_lr, or decayed to zero along a cosine. Held is the
+    # stronger ceiling at CPU budgets: a ViT's shape heads on scenes take off late in a short run, and a decaying
+    # rate stops them (docs/evaluation.md).
+    ceiling_schedule: str = field(default="constant", metadata=_choices("constant", "cosine"))
     seeds: tuple[int, ...] = (0,)  # probe seeds (mean +- std over them)
     cache: str | None = None  # feature / ceiling cache folder; None: $OPENJEPA_CACHE or ~/.cache/openjepa
 

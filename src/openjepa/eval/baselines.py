@@ -70,6 +70,8 @@ CEILING_FORMAT = "openjepa-ceiling-v2"
 
 #: How the ceiling's linear heads pool the tokens: their per-channel maximum or their mean.
 CEILING_POOLS = ("max", "mean")
+#: Learning-rate schedules of the ceiling after its warmup: decay to zero along a cosine, or hold the peak.
+CEILING_SCHEDULES = ("cosine", "constant")
 
 
 def random_encoder_like(encoder: VisionTransformer, seed: int = 0, rescale_init: bool = False) -> VisionTransformer:
@@ -183,10 +185,11 @@ def pixel_encoder_like(encoder: nn.Module, cell: int = 4) -> PixelEncoder:
 class CeilingSpec:
     """How the supervised ceiling is trained.
 
-    AdamW (betas 0.9 / 0.999), a linear warmup over ``warmup`` of the steps then a cosine decay to zero,
-    gradient clipping at ``clip_grad``, no augmentation (the evaluation transform: labels such as
-    "leftmost" or "count" are not invariant to crops). One linear head per task on the mean-pooled tokens
-    (the features the linear probe reads), trained jointly: the loss is the mean of the tasks' cross-entropies.
+    AdamW (betas 0.9 / 0.999), a linear warmup over ``warmup`` of the steps then ``schedule`` (a cosine decay
+    to zero, or the peak held), gradient clipping at ``clip_grad``, no augmentation (the evaluation transform:
+    labels such as "leftmost" or "count" are not invariant to crops). One linear head per task on the tokens
+    pooled by ``pool`` (:class:`CeilingHeads`), trained jointly: the loss is the mean of the tasks'
+    cross-entropies.
 
     Attributes:
         steps: optimizer steps (the pretraining run's, when known).
@@ -197,6 +200,7 @@ class CeilingSpec:
         clip_grad: gradient-norm clipping (0: none).
         seed: initialization and data order.
         pool: how the heads read the tokens, one of :data:`CEILING_POOLS` (see :class:`CeilingHeads`).
+        schedule: the learning rate after the warmup, one of :data:`CEILING_SCHEDULES`.
     """
 
     steps: int = DEFAULT_CEILING_STEPS
@@ -207,17 +211,23 @@ class CeilingSpec:
     clip_grad: float = 1.0
     seed: int = 0
     pool: str = "max"
+    schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.pool not in CEILING_POOLS:
             raise ValueError(f"supervised ceiling: pool={self.pool!r} (eval.ceiling_pool); choose one of "
                              f"{', '.join(CEILING_POOLS)}")
+        if self.schedule not in CEILING_SCHEDULES:
+            raise ValueError(f"supervised ceiling: schedule={self.schedule!r} (eval.ceiling_schedule); choose one "
+                             f"of {', '.join(CEILING_SCHEDULES)}")
 
     def lr_at(self, step: int) -> float:
         """Learning rate of step ``step`` (0-based)."""
         warm = max(1, round(self.warmup * self.steps))
         if step < warm:
             return self.lr * (step + 1) / warm
+        if self.schedule == "constant":
+            return self.lr
         progress = (step - warm) / max(1, self.steps - warm)
         return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
 

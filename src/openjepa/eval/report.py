@@ -629,7 +629,8 @@ def resolve_ceiling(
 ) -> CeilingSpec | None:
     """The ceiling's spec: on unless disabled, ``steps`` > ``eval.ceiling_steps`` > the checkpoint's step >
     :data:`DEFAULT_CEILING_STEPS`; batch ``data.batch_size x optim.accum_steps`` (the pretraining's per
-    process), learning rate ``eval.ceiling_lr``, heads ``eval.ceiling_pool``, seed ``seed``."""
+    process), learning rate ``eval.ceiling_lr`` on ``eval.ceiling_schedule``, heads ``eval.ceiling_pool``, seed
+    ``seed``."""
     on = cfg.eval.supervised_ceiling if enabled is None else enabled
     if not on:
         return None
@@ -640,6 +641,7 @@ def resolve_ceiling(
         lr=float(cfg.eval.ceiling_lr),
         seed=seed,
         pool=str(cfg.eval.ceiling_pool),
+        schedule=str(cfg.eval.ceiling_schedule),
     )
 
 
