@@ -154,19 +154,45 @@ def run_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args`` that also takes ``key=value`` overrides where argparse alone would lose them.
+
+    argparse cannot take positional overrides after an option (``pretrain CFG --out X a=b``): such leftovers
+    are collected into ``overrides`` for the subcommands that accept them. And an option with several values
+    (``eval RUN --tasks count a=b``) swallows the overrides that follow it; a task name never holds ``=``, so
+    those are moved back too.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
+    tasks = getattr(args, "tasks", None)
+    if tasks and hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *(t for t in tasks if "=" in t)]
+        args.tasks = [t for t in tasks if "=" not in t]
+    if getattr(args, "overrides", None):
+        # The last override of a key wins, so keep them in the order they were typed.
+        positions: dict[str, list[int]] = {}
+        for i, a in enumerate(sys.argv[1:] if argv is None else argv):
+            positions.setdefault(a, []).append(i)
+
+        def typed_at(override: str) -> int:
+            # The k-th copy of a repeated override takes the k-th place it was typed at (copies are identical).
+            slots = positions.get(override)
+            return slots.pop(0) if slots else sys.maxsize
+
+        args.overrides = sorted(args.overrides, key=typed_at)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``openjepa`` console script. Returns the process exit code."""
     from openjepa.errors import OpenJepaError
     from openjepa.train.signals import RunInterrupted
 
     parser = build_parser()
-    # argparse cannot take positional ``key=value`` overrides after an option (``pretrain CFG --out X
-    # a=b``): collect such leftovers ourselves, for the subcommands that accept overrides.
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        if not hasattr(args, "overrides") or any("=" not in e or e.startswith("-") for e in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.overrides = [*args.overrides, *extra]
+    args = parse_args(parser, argv)
     handler = getattr(args, "handler", None)
     if handler is None:
         # A group (``openjepa inspect``) without its subcommand: show that group's help.

@@ -269,3 +269,19 @@ def test_eval_overrides_reach_the_probe_settings():
         _apply_overrides(cfg, ["eval.pixels=3"])
     with pytest.raises(ConfigError, match="unknown config key 'eval.nope'"):
         _apply_overrides(cfg, ["eval.nope=1"])
+
+
+def test_overrides_after_tasks_are_overrides_not_task_names():
+    # `--tasks` takes several values, so argparse alone would read `eval.train_size=8000` as a third task
+    # (and the run would stop on "unknown task" after its start-up).
+    from openjepa.cli import build_parser, parse_args
+
+    parser = build_parser()
+    args = parse_args(parser, ["eval", "runs/x", "eval.seeds=[0,1]", "--tasks", "count", "largest_shape",
+                               "eval.train_size=8000", "--no-ceiling", "eval.probe_epochs=5"])
+    assert args.tasks == ["count", "largest_shape"]
+    assert args.overrides == ["eval.seeds=[0,1]", "eval.train_size=8000", "eval.probe_epochs=5"]
+    assert args.no_ceiling
+    # The last override of a key wins, so their typed order is kept, repeated ones included.
+    args = parse_args(parser, ["eval", "runs/x", "a.b=1", "--tasks", "count", "a.b=2", "--quiet", "a.b=1"])
+    assert args.overrides == ["a.b=1", "a.b=2", "a.b=1"] and args.tasks == ["count"]
