@@ -2,6 +2,8 @@
 a SALT student counting its teacher's run, and ``openjepa flops``."""
 
 import json
+import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -183,6 +185,10 @@ def test_flops_command_averages_the_pipeline_steps(tmp_path, capsys):
     assert report.step_total == pytest.approx(cum[2] / 3, rel=1e-12)
     assert report.run_steps == 8 and report.run_total == pytest.approx(8 * cum[2] / 3, rel=1e-12)
     assert set(report.per_step) == {"student", "decoder"}
+    # Masks differ per step, so the mean comes with its standard error over the steps measured.
+    steps = [cum[0], cum[1] - cum[0], cum[2] - cum[1]]
+    assert report.step_sem == pytest.approx(statistics.stdev(steps) / math.sqrt(3), rel=1e-9)
+    assert report.step_sem > 0
     doubled = count_flops(load_config(CONFIGS / "vpixel" / "demo.yaml", over), steps=3, world_size=2)
     assert doubled.global_batch == 8 and doubled.steps_per_epoch == 2
 

@@ -1,15 +1,19 @@
 """``openjepa flops``: the training compute of a config, per optimizer step and for the whole run.
 
 The count follows :mod:`openjepa.methods.flops` (trained networks ``6·N·D``, teacher forwards ``2·N·D``) on
-real batches of the config's pipeline: mask sizes are random, so the per-step numbers are averaged over a
-few steps. It is what a run of that config logs as ``flops`` in ``metrics.jsonl`` and what
-``train.flops_budget`` compares against.
+real batches of the config's pipeline: mask sizes are random, so the per-step numbers are averaged over
+steps (32 by default), with the standard error of that mean: one step's cost varies by tens of percent with
+its masks (the 4-step mean on the conv-stem `scenes` I-JEPA recipe was 20 % below what the run logged). It
+is what a run of that config logs as ``flops`` in ``metrics.jsonl`` and what ``train.flops_budget``
+compares against.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import statistics
 import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,6 +38,7 @@ class FlopsReport:
         prior: FLOPs of the earlier stage the run starts from (SALT: its teacher's run; None: unknown).
         budget: ``train.flops_budget`` (0: none).
         params: parameters (trainable or not) of the method's top-level modules.
+        step_sem: standard error of the mean per-step total over the measured steps (0 with one step).
     """
 
     method: str
@@ -47,6 +52,7 @@ class FlopsReport:
     prior: float | None
     budget: float
     params: dict[str, int] = field(default_factory=dict)
+    step_sem: float = 0.0
 
     @property
     def step_total(self) -> float:
@@ -66,7 +72,7 @@ class FlopsReport:
         return max(0, -int(-left // self.step_total))  # the first step at which the budget is reached
 
 
-def count_flops(cfg: Any, steps: int = 4, world_size: int = 1) -> FlopsReport:
+def count_flops(cfg: Any, steps: int = 32, world_size: int = 1) -> FlopsReport:
     """Builds the method and pipeline of ``cfg`` and averages the FLOPs of its first ``steps`` steps.
 
     Args:
@@ -93,12 +99,16 @@ def count_flops(cfg: Any, steps: int = 4, world_size: int = 1) -> FlopsReport:
     torch.manual_seed(cfg.train.seed)
     method = method_cls(cfg, total_steps)
     sums: dict[str, float] = {}
+    step_totals: list[float] = []
     micro_batches = iter(pipe.loader(0, steps))
-    for _ in range(steps * cfg.optim.accum_steps):
-        for part, value in method.flops(next(micro_batches)).items():
-            # Every process runs batches of these sizes (exactly so when masks are cut over the global batch,
-            # mask.mode=fixed; about so in faithful mode, where each process cuts its own).
-            sums[part] = sums.get(part, 0.0) + value * world_size
+    for _ in range(steps):
+        step_totals.append(0.0)
+        for _ in range(cfg.optim.accum_steps):
+            for part, value in method.flops(next(micro_batches)).items():
+                # Every process runs batches of these sizes (exactly so when masks are cut over the global
+                # batch, mask.mode=fixed; about so in faithful mode, where each process cuts its own).
+                sums[part] = sums.get(part, 0.0) + value * world_size
+                step_totals[-1] += value * world_size
     per_step = {part: sums[part] / steps for part in sorted(sums, key=_part_order)}
     params = {name: sum(p.numel() for p in module.parameters()) for name, module in method.named_children()}
     return FlopsReport(
@@ -113,6 +123,7 @@ def count_flops(cfg: Any, steps: int = 4, world_size: int = 1) -> FlopsReport:
         prior=method.prior_flops(),
         budget=cfg.train.flops_budget,
         params=params,
+        step_sem=statistics.stdev(step_totals) / math.sqrt(steps) if steps > 1 else 0.0,
     )
 
 
@@ -135,7 +146,8 @@ def format_flops(report: FlopsReport, name: str = "") -> str:
         value = r.per_step.get(part)
         share = f"{100 * value / r.step_total:.1f}%" if value else "-"
         lines.append(f"{part:<11}{f'{value:.4g}' if value else '-':>12}{share:>8}")
-    lines.append(f"{'total':<11}{r.step_total:>12.4g}")
+    sem = f"  ± {r.step_sem:.2g} (standard error over the steps measured)" if r.step_sem > 0 else ""
+    lines.append(f"{'total':<11}{r.step_total:>12.4g}{sem}")
     lines += [
         "",
         f"run: {r.run_steps} steps ({r.total_steps} in the schedule, {r.steps_per_epoch} per epoch): "
@@ -155,8 +167,9 @@ def format_flops(report: FlopsReport, name: str = "") -> str:
 FLOPS_HELP = """\
 Training compute of CONFIG: FLOPs per optimizer step split into teacher / student / predictor / decoder,
 and for the whole run, with the convention of the SALT paper (trained networks 6*N*D, teacher forwards
-2*N*D; N parameters, D tokens processed, from the actual masks of a few real batches). This is what a run
-logs as `flops` in metrics.jsonl and what train.flops_budget compares against.
+2*N*D; N parameters, D tokens processed, from the actual masks of 32 real batches, with the standard error
+of that mean). This is what a run logs as `flops` in metrics.jsonl and what train.flops_budget compares
+against.
 
   openjepa flops configs/vjepa/demo.yaml
   openjepa flops configs/salt/vitl16-student.yaml data.path=/data/k400/train.txt --world-size 128
@@ -171,7 +184,7 @@ def add_flops(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("config", help="YAML config, e.g. configs/salt/demo-student.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
-    p.add_argument("--batches", type=int, default=4, help="steps of the pipeline to average over (default 4)")
+    p.add_argument("--batches", type=int, default=32, help="steps of the pipeline to average over (default 32)")
     p.add_argument(
         "--world-size", type=int, default=1,
         help="processes of the planned run: global batch = data.batch_size x this x optim.accum_steps (default 1)",
