@@ -1,7 +1,7 @@
 """How learnable are the scenes probe tasks for a given encoder recipe? The supervised ceiling alone.
 
     python scripts/ceiling_sweep.py --arch vit_pico --patch 8 --image-size 64 --steps 1500 --batch 64 [--lr 1e-3]
-        [--pool max|mean] [--stem linear|hmlp] [--max-objects 4]
+        [--pool max|mean] [--stem linear|hmlp|conv] [--max-objects 4] [--schedule constant|cosine]
 
 Trains the architecture from scratch on the scenes labels (all tasks jointly, heads as in the ceiling row of
 ``openjepa eval``: linear on the per-channel maximum of the tokens, or on their mean with ``--pool mean``) for
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", default="max", choices=("max", "mean"))
     p.add_argument("--stem", default="linear", choices=("linear", "hmlp", "conv"))
     p.add_argument("--max-objects", type=int, default=4)
-    p.add_argument("--schedule", default="cosine", choices=("cosine", "constant"), help="lr after the warmup")
+    p.add_argument("--schedule", default="constant", choices=("constant", "cosine"),
+                   help="lr after the warmup (before 2026-12-04 the only one was cosine)")
     args = p.parse_args(argv)
     like = build_vit(args.arch, img_size=args.image_size, patch_size=args.patch, stem=args.stem)
     train = ScenesDataset("train", args.train_size, args.image_size, args.max_objects, seed=args.seed)
