@@ -2,6 +2,7 @@
 # The experiments of docs/RESULTS.md, run one after the other on the CPU.
 #   bash scripts/experiments.sh [group...]
 #   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
+#                     testbed   (I-JEPA / TC-JEPA / CLIP at matched FLOPs on the conv-stem recipe, 3 seeds)
 #   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split video-demo-seeds
 #   (the sprites groups but video-demo-seeds pin the 12-epoch V-JEPA budget, 3.65e13 FLOPs, that section 13
 #   compares SALT at; the demo configs now train 18 epochs, 5.47e13)
@@ -13,6 +14,13 @@ OJ=${OJ:-.venv/bin/openjepa}
 OUT=${OUT:-runs/exp}
 common=(train.progress=false)
 v12=(train.epochs=8.5 train.flops_budget=3.65e13)  # a SALT student at the 12-epoch V-JEPA budget (section 13)
+# The testbed recipe of configs/ijepa/cpu-small.yaml for the TC-JEPA and CLIP demo configs (docs/RESULTS.md
+# section 17), every run's ceiling at the I-JEPA run's 2,048 steps so that the reference rows are shared.
+# Matched training FLOPs: I-JEPA's 2,048 steps logged 7.065e13 (seed 0, metrics.jsonl); a TC-JEPA step costs
+# 5.71e10 and a CLIP step 1.89e10 (`openjepa flops CONFIG --batches 64`), so their schedules end at that
+# budget after 1,237 and 3,744 steps (9.67 and 29.25 epochs of 128 steps).
+testbed=(model.stem=conv data.train_size=8192 optim.lr=1e-3 optim.start_lr=1e-4 "teacher.momentum=[0.996,1.0]"
+         eval.ceiling_steps=2048 train.flops_budget=7.065e13)
 
 run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its evaluation
   local name=$1 cfg=$2; shift 2
@@ -39,6 +47,16 @@ for g in "${groups[@]}"; do
   case $g in
     cpu-small)
       run ijepa-cpu-small configs/ijepa/cpu-small.yaml ;;
+    testbed)  # SEEDS="1 2" / METHODS="clip" run a subset (two lanes on two cores)
+      for s in ${SEEDS:-0 1 2}; do
+        for m in ${METHODS:-ijepa tcjepa clip}; do
+          case $m in
+            ijepa) run tb-ijepa-s$s configs/ijepa/cpu-small.yaml train.seed=$s ;;
+            tcjepa) run tb-tcjepa-s$s configs/tcjepa/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=9.67 ;;
+            clip) run tb-clip-s$s configs/clip/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=29.25 ;;
+          esac
+        done
+      done ;;
     seeds)
       for s in 0 1 2; do
         run ijepa-s$s configs/ijepa/demo.yaml train.seed=$s
