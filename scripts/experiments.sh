@@ -2,7 +2,8 @@
 # The experiments of docs/RESULTS.md, run one after the other on the CPU.
 #   bash scripts/experiments.sh [group...]
 #   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
-#                     testbed   (I-JEPA / TC-JEPA / CLIP at matched FLOPs on the conv-stem recipe, 3 seeds)
+#                     testbed   (I-JEPA / TC-JEPA / CLIP at matched FLOPs on the conv-stem recipe, 3 seeds;
+#                               about 35 min per run on one core, 5 hours for the 9 runs two at a time)
 #   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split video-demo-seeds
 #   (the sprites groups but video-demo-seeds pin the 12-epoch V-JEPA budget, 3.65e13 FLOPs, that section 13
 #   compares SALT at; the demo configs now train 18 epochs, 5.47e13)
