@@ -4,6 +4,7 @@
 #   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
 #                     testbed   (I-JEPA / TC-JEPA / CLIP at matched FLOPs on the conv-stem recipe, 3 seeds;
 #                               about 35 min per run on one core, 5 hours for the 9 runs two at a time)
+#                     testbed-stability (the block-scale ranges of `stability` on the testbed recipe, seed 0)
 #   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split video-demo-seeds
 #   (the sprites groups but video-demo-seeds pin the 12-epoch V-JEPA budget, 3.65e13 FLOPs, that section 13
 #   compares SALT at; the demo configs now train 18 epochs, 5.47e13)
@@ -55,6 +56,18 @@ for g in "${groups[@]}"; do
             ijepa) run tb-ijepa-s$s configs/ijepa/cpu-small.yaml train.seed=$s ;;
             tcjepa) run tb-tcjepa-s$s configs/tcjepa/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=9.67 ;;
             clip) run tb-clip-s$s configs/clip/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=29.25 ;;
+          esac
+        done
+      done ;;
+    testbed-stability)  # block scales on the testbed recipe, seed 0, each method on its own testbed schedule
+      # (compare with tb-ijepa-s0 / tb-tcjepa-s0); the flops budget still caps TC-JEPA, cheaper masks use less
+      for scale in "small-context mask.context_scale=[0.4,0.6]" "large-targets mask.target_scale=[0.25,0.35]" \
+                   "small-targets mask.target_scale=[0.05,0.1]"; do
+        read -r tag ov <<< "$scale"
+        for m in ${METHODS:-ijepa tcjepa}; do  # METHODS=ijepa / tcjepa: one lane each
+          case $m in
+            ijepa) run tbs-ijepa-$tag configs/ijepa/cpu-small.yaml "$ov" ;;
+            tcjepa) run tbs-tcjepa-$tag configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67 "$ov" ;;
           esac
         done
       done ;;

@@ -4,7 +4,8 @@
     python scripts/summarize_seeds.py runs/exp --groups vjepa salt --probe linear --against vjepa
     python scripts/summarize_seeds.py runs/exp2 --groups vjepa frames --report eval-long.json --per-seed
 
-A group ``NAME`` is every run folder ``NAME-s<seed>`` holding the report (``eval.json``, or ``--report``).
+A group ``NAME`` is every run folder ``NAME-s<seed>`` holding the report (``eval.json``, or ``--report``);
+a run folder ``NAME`` that holds the report itself is a group of that one run (a one-seed ablation).
 For each group the table shows its pretrained row and the reference rows of the same reports (random
 init, raw pixels, supervised ceiling: each run's own, since they are drawn with the run's dataset seed),
 then the margin of the pretrained row over random init, over raw pixels and (``--against``) over another
@@ -25,7 +26,9 @@ ROWS = {"random_init": "random init", "pixels": "raw pixels", "ceiling": "sup. c
 
 
 def load_group(root: Path, name: str, report: str = "eval.json") -> list[dict]:
-    """The reports (file ``report``) of runs ``root/name-s<seed>``, sorted by seed."""
+    """The reports (file ``report``) of runs ``root/name-s<seed>``, sorted by seed, or of ``root/name`` alone."""
+    if (root / name / report).is_file():
+        return [json.loads((root / name / report).read_text())]
     runs = [p for p in root.glob(f"{name}-s*") if re.fullmatch(rf"{re.escape(name)}-s\d+", p.name)]
     runs.sort(key=lambda p: int(p.name.rsplit("-s", 1)[1]))
     return [json.loads((p / report).read_text()) for p in runs if (p / report).is_file()]
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     groups = {g: load_group(args.root, g, args.report) for g in args.groups}
     if not any(groups.values()):
-        p.error(f"no {args.report} in any {args.root}/<group>-s<seed> folder of groups {args.groups}")
+        p.error(f"no {args.report} in any {args.root}/<group>-s<seed> or {args.root}/<group> folder of groups "
+                f"{args.groups}")
     tasks = list(next(iter(r for rs in groups.values() for r in rs))["pretrained"][args.probe])
     print(f"{args.probe} probe, % (mean ± std over seeds; n = runs)\n")
     print("| row | n | " + " | ".join(tasks) + " |")

@@ -30,6 +30,20 @@ def test_margin_in_units_of_the_larger_seed_std(tmp_path, capsys, load_script):
     assert "| vjepa | 2 | 94.0 / 82.0 |" in out
 
 
+def test_a_run_folder_is_a_group_of_one(tmp_path, capsys, load_script):
+    mod = load_script("summarize_seeds")
+    for seed, pre in enumerate([0.90, 0.94]):
+        _write(tmp_path, "ijepa", seed, pre, 0.80)
+    single = tmp_path / "ijepa-small-context"  # a one-seed ablation, no -s<seed> suffix
+    single.mkdir()
+    (single / "eval.json").write_text((tmp_path / "ijepa-s0" / "eval.json").read_text())
+    assert mod.main([str(tmp_path), "--groups", "ijepa", "ijepa-small-context", "--against", "ijepa"]) == 0
+    out = capsys.readouterr().out
+    assert "| ijepa | 2 | 92.0 ± 2.8 |" in out
+    assert "| ijepa-small-context | 1 | 90.0 |" in out
+    assert "| ijepa-small-context | ijepa | -2.0 (-0.7σ) |" in out
+
+
 def test_no_report_is_a_clear_error(tmp_path, capsys, load_script):
     with pytest.raises(SystemExit):
         load_script("summarize_seeds").main([str(tmp_path), "--groups", "vjepa"])
