@@ -60,14 +60,14 @@ for g in "${groups[@]}"; do
         done
       done ;;
     testbed-stability)  # block scales on the testbed recipe, seed 0, each method on its own testbed schedule
-      # (compare with tb-ijepa-s0 / tb-tcjepa-s0); the flops budget still caps TC-JEPA, cheaper masks use less
+      # (compare with tb-ijepa-s0 / tb-tcjepa-s0), without the FLOPs cap: smaller targets cost more per step
       for scale in "small-context mask.context_scale=[0.4,0.6]" "large-targets mask.target_scale=[0.25,0.35]" \
                    "small-targets mask.target_scale=[0.05,0.1]"; do
         read -r tag ov <<< "$scale"
         for m in ${METHODS:-ijepa tcjepa}; do  # METHODS=ijepa / tcjepa: one lane each
           case $m in
             ijepa) run tbs-ijepa-$tag configs/ijepa/cpu-small.yaml "$ov" ;;
-            tcjepa) run tbs-tcjepa-$tag configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67 "$ov" ;;
+            tcjepa) run tbs-tcjepa-$tag configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67 train.flops_budget=0 "$ov" ;;
           esac
         done
       done ;;
