@@ -23,6 +23,7 @@ v12=(train.epochs=8.5 train.flops_budget=3.65e13)  # a SALT student at the 12-ep
 # budget after 1,237 and 3,744 steps (9.67 and 29.25 epochs of 128 steps).
 testbed=(model.stem=conv data.train_size=8192 optim.lr=1e-3 optim.start_lr=1e-4 "teacher.momentum=[0.996,1.0]"
          eval.ceiling_steps=2048 train.flops_budget=7.065e13)
+tcjepa_tb=(configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67)  # TC-JEPA on the testbed, FLOPs-matched
 
 run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its evaluation
   local name=$1 cfg=$2; shift 2
@@ -54,7 +55,7 @@ for g in "${groups[@]}"; do
         for m in ${METHODS:-ijepa tcjepa clip}; do
           case $m in
             ijepa) run tb-ijepa-s$s configs/ijepa/cpu-small.yaml train.seed=$s ;;
-            tcjepa) run tb-tcjepa-s$s configs/tcjepa/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=9.67 ;;
+            tcjepa) run tb-tcjepa-s$s "${tcjepa_tb[@]}" train.seed=$s ;;
             clip) run tb-clip-s$s configs/clip/demo.yaml train.seed=$s "${testbed[@]}" train.epochs=29.25 ;;
           esac
         done
@@ -67,7 +68,7 @@ for g in "${groups[@]}"; do
         for m in ${METHODS:-ijepa tcjepa}; do  # METHODS=ijepa / tcjepa: one lane each
           case $m in
             ijepa) run tbs-ijepa-$tag configs/ijepa/cpu-small.yaml "$ov" ;;
-            tcjepa) run tbs-tcjepa-$tag configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67 train.flops_budget=0 "$ov" ;;
+            tcjepa) run tbs-tcjepa-$tag "${tcjepa_tb[@]}" train.flops_budget=0 "$ov" ;;
           esac
         done
       done ;;

@@ -27,8 +27,9 @@ ROWS = {"random_init": "random init", "pixels": "raw pixels", "ceiling": "sup. c
 
 def load_group(root: Path, name: str, report: str = "eval.json") -> list[dict]:
     """The reports (file ``report``) of runs ``root/name-s<seed>``, sorted by seed, or of ``root/name`` alone."""
-    if (root / name / report).is_file():
-        return [json.loads((root / name / report).read_text())]
+    single = root / name / report
+    if single.is_file():
+        return [json.loads(single.read_text())]
     runs = [p for p in root.glob(f"{name}-s*") if re.fullmatch(rf"{re.escape(name)}-s\d+", p.name)]
     runs.sort(key=lambda p: int(p.name.rsplit("-s", 1)[1]))
     return [json.loads((p / report).read_text()) for p in runs if (p / report).is_file()]
