@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The experiments of docs/RESULTS.md, run one after the other on the CPU.
 #   bash scripts/experiments.sh [group...]
-#   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores)
+#   scenes (images):  cpu-small seeds ablations stability stability-context   (about 3 hours on 2 cores;
+#                               all but cpu-small on the demo recipe of sections 4-16, the array v1 below)
 #                     testbed   (I-JEPA / TC-JEPA / CLIP at matched FLOPs on the conv-stem recipe, 3 seeds;
 #                               about 35 min per run on one core, 5 hours for the 9 runs two at a time)
 #                     testbed-stability (the block-scale ranges of `stability` on the testbed recipe, seed 0)
+#                     demo-seeds (the `make demo` / `make demo-compare` configs, 3 seeds)
 #   sprites (video):  video-seeds frames-seeds salt-seeds salt-teachers salt-split video-demo-seeds
 #   (the sprites groups but video-demo-seeds pin the 12-epoch V-JEPA budget, 3.65e13 FLOPs, that section 13
 #   compares SALT at; the demo configs now train 18 epochs, 5.47e13)
@@ -21,9 +23,16 @@ v12=(train.epochs=8.5 train.flops_budget=3.65e13)  # a SALT student at the 12-ep
 # Matched training FLOPs: I-JEPA's 2,048 steps logged 7.065e13 (seed 0, metrics.jsonl); a TC-JEPA step costs
 # 5.71e10 and a CLIP step 1.89e10 (`openjepa flops CONFIG --batches 64`), so their schedules end at that
 # budget after 1,237 and 3,744 steps (9.67 and 29.25 epochs of 128 steps).
-testbed=(model.stem=conv data.train_size=8192 optim.lr=1e-3 optim.start_lr=1e-4 "teacher.momentum=[0.996,1.0]"
-         eval.ceiling_steps=2048 train.flops_budget=7.065e13)
+# (The demo configs have since become this recipe at 2,048 steps of 32; the batch, logging and loader settings
+# below keep the recorded runs' exact configs.)
+testbed=(model.stem=conv data.train_size=8192 data.batch_size=64 optim.lr=1e-3 optim.start_lr=1e-4
+         "teacher.momentum=[0.996,1.0]" eval.ceiling_steps=2048 train.flops_budget=7.065e13
+         data.num_workers=1 train.log_every=16 train.ckpt_every=128)
 tcjepa_tb=(configs/tcjepa/demo.yaml "${testbed[@]}" train.epochs=9.67)  # TC-JEPA on the testbed, FLOPs-matched
+# The demo recipe of sections 4-16 (the demo configs before 2026-12-04, 576 steps of 64 on 4,096 images with a
+# linear stem), which the groups seeds / ablations / stability / stability-context ran.
+v1=(model.stem=linear data.train_size=4096 data.batch_size=64 data.num_workers=1 optim.lr=3e-3 optim.start_lr=3e-4
+    "teacher.momentum=[0.98,1.0]" train.epochs=9 train.log_every=16 train.ckpt_every=128 eval.ceiling_steps=0)
 
 run() {  # run NAME CONFIG [overrides...]: skipped when the run already has its evaluation
   local name=$1 cfg=$2; shift 2
@@ -60,6 +69,16 @@ for g in "${groups[@]}"; do
           esac
         done
       done ;;
+    demo-seeds)  # the make demo / demo-compare configs over 3 seeds (SEEDS, METHODS as in testbed; docs/RESULTS.md
+      # section 18); each seed's I-JEPA run trains the ceiling that its TC-JEPA and CLIP runs read from the cache
+      for s in ${SEEDS:-0 1 2}; do
+        for m in ${METHODS:-ijepa tcjepa clip}; do
+          case $m in
+            ijepa) run demo-ijepa-s$s configs/ijepa/demo.yaml train.seed=$s ;;
+            tcjepa|clip) run demo-$m-s$s configs/$m/demo.yaml train.seed=$s ;;
+          esac
+        done
+      done ;;
     testbed-stability)  # block scales on the testbed recipe, seed 0, each method on its own testbed schedule
       # (compare with tb-ijepa-s0 / tb-tcjepa-s0), without the FLOPs cap: smaller targets cost more per step
       for scale in "small-context mask.context_scale=[0.4,0.6]" "large-targets mask.target_scale=[0.25,0.35]" \
@@ -74,24 +93,24 @@ for g in "${groups[@]}"; do
       done ;;
     seeds)
       for s in 0 1 2; do
-        run ijepa-s$s configs/ijepa/demo.yaml train.seed=$s
-        run tcjepa-s$s configs/tcjepa/demo.yaml train.seed=$s
-        run clip-s$s configs/clip/demo.yaml train.seed=$s
+        run ijepa-s$s configs/ijepa/demo.yaml "${v1[@]}" train.seed=$s
+        run tcjepa-s$s configs/tcjepa/demo.yaml "${v1[@]}" train.seed=$s
+        run clip-s$s configs/clip/demo.yaml "${v1[@]}" train.seed=$s
       done ;;
     ablations)  # TC-JEPA variants, seed 0 (compare with tcjepa-s0)
-      run tc-noreg configs/tcjepa/demo.yaml tcjepa.sparse_weight=0 tcjepa.consistency_weight=0
-      run tc-onelayer configs/tcjepa/demo.yaml "tcjepa.layers=[3]"
-      run tc-n1 configs/tcjepa/demo.yaml text.num_captions=1
-      run tc-n8 configs/tcjepa/demo.yaml text.num_captions=8
-      run tc-meanpool configs/tcjepa/demo.yaml tcjepa.pooling=mean ;;
+      run tc-noreg configs/tcjepa/demo.yaml "${v1[@]}" tcjepa.sparse_weight=0 tcjepa.consistency_weight=0
+      run tc-onelayer configs/tcjepa/demo.yaml "${v1[@]}" "tcjepa.layers=[3]"
+      run tc-n1 configs/tcjepa/demo.yaml "${v1[@]}" text.num_captions=1
+      run tc-n8 configs/tcjepa/demo.yaml "${v1[@]}" text.num_captions=8
+      run tc-meanpool configs/tcjepa/demo.yaml "${v1[@]}" tcjepa.pooling=mean ;;
     stability)  # context / target block-scale ranges, I-JEPA vs TC-JEPA, seed 0 (the default is the seeds row)
       for m in ijepa tcjepa; do
-        run $m-small-targets configs/$m/demo.yaml "mask.target_scale=[0.05,0.1]"
-        run $m-large-targets configs/$m/demo.yaml "mask.target_scale=[0.25,0.35]"
+        run $m-small-targets configs/$m/demo.yaml "${v1[@]}" "mask.target_scale=[0.05,0.1]"
+        run $m-large-targets configs/$m/demo.yaml "${v1[@]}" "mask.target_scale=[0.25,0.35]"
       done ;;
     stability-context)  # a smaller context block (the default is [0.85, 1.0])
       for m in ijepa tcjepa; do
-        run $m-small-context configs/$m/demo.yaml "mask.context_scale=[0.4,0.6]"
+        run $m-small-context configs/$m/demo.yaml "${v1[@]}" "mask.context_scale=[0.4,0.6]"
       done ;;
     video-seeds)  # V-JEPA demo at 12 epochs, 3 seeds (its report carries random init, raw pixels, supervised ceiling)
       for s in 0 1 2; do run vjepa-s$s configs/vjepa/demo.yaml train.seed=$s train.epochs=12; done ;;

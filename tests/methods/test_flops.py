@@ -21,10 +21,11 @@ from openjepa.train.logger import read_metrics
 from openjepa.train.loop import train
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# The hand counts below are of the linear patch embedding (the image demo config uses the conv stem).
 TINY = [
-    "model.arch=vit_pico", "model.patch_size=8", "model.pred_dim=48", "model.pred_depth=2", "data.image_size=32",
-    "data.train_size=16", "data.batch_size=4", "data.num_workers=0", "mask.min_keep=2", "decoder.dim=32",
-    "decoder.depth=1", "decoder.heads=4",
+    "model.arch=vit_pico", "model.patch_size=8", "model.stem=linear", "model.pred_dim=48", "model.pred_depth=2",
+    "data.image_size=32", "data.train_size=16", "data.batch_size=4", "data.num_workers=0", "mask.min_keep=2",
+    "decoder.dim=32", "decoder.depth=1", "decoder.heads=4",
 ]
 VIDEO = ["data.num_frames=4", "data.frame_step=1", "model.tubelet_size=2", "data.sprites.length=8"]
 RUN = [
@@ -199,3 +200,21 @@ def test_flops_command_averages_the_pipeline_steps(tmp_path, capsys):
     assert main(["flops", str(CONFIGS / "vpixel" / "demo.yaml"), *over, "--batches", "3", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["step_total"] == pytest.approx(cum[2] / 3, rel=1e-12) and data["method"] == "vpixel"
+
+
+# ---------------------------------------------------------------------------------------------- shipped configs
+
+
+def test_demo_compare_configs_plan_the_ijepa_demos_training_flops():
+    """`make demo-compare` compares TC-JEPA and CLIP with the I-JEPA demo at matched training FLOPs: their
+    schedules must plan the same compute (within the noise of 32 sampled steps) and their budget cap must be
+    the I-JEPA demo's. Changing the I-JEPA demo without re-matching the other two fails here."""
+    demo = load_config(CONFIGS / "ijepa" / "demo.yaml")
+    ijepa = count_flops(demo, steps=32).run_total
+    demo_steps = round(demo.train.epochs * demo.data.train_size / demo.data.batch_size)
+    for name in ("tcjepa", "clip"):
+        cfg = load_config(CONFIGS / name / "demo.yaml")
+        assert cfg.train.flops_budget == pytest.approx(ijepa, rel=0.02), name
+        assert count_flops(cfg, steps=32).run_total == pytest.approx(ijepa, rel=0.03), name
+        # The reference rows are the I-JEPA demo's: the same ceiling (steps and batch) read from the cache.
+        assert cfg.eval.ceiling_steps == demo_steps and cfg.data.batch_size == demo.data.batch_size, name
