@@ -72,12 +72,7 @@ for g in "${groups[@]}"; do
     demo-seeds)  # the make demo / demo-compare configs over 3 seeds (SEEDS, METHODS as in testbed; docs/RESULTS.md
       # section 18); each seed's I-JEPA run trains the ceiling that its TC-JEPA and CLIP runs read from the cache
       for s in ${SEEDS:-0 1 2}; do
-        for m in ${METHODS:-ijepa tcjepa clip}; do
-          case $m in
-            ijepa) run demo-ijepa-s$s configs/ijepa/demo.yaml train.seed=$s ;;
-            tcjepa|clip) run demo-$m-s$s configs/$m/demo.yaml train.seed=$s ;;
-          esac
-        done
+        for m in ${METHODS:-ijepa tcjepa clip}; do run demo-$m-s$s configs/$m/demo.yaml train.seed=$s; done
       done ;;
     testbed-stability)  # block scales on the testbed recipe, seed 0, each method on its own testbed schedule
       # (compare with tb-ijepa-s0 / tb-tcjepa-s0), without the FLOPs cap: smaller targets cost more per step

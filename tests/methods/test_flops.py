@@ -210,8 +210,8 @@ def test_demo_compare_configs_plan_the_ijepa_demos_training_flops():
     schedules must plan the same compute (within the noise of 32 sampled steps) and their budget cap must be
     the I-JEPA demo's. Changing the I-JEPA demo without re-matching the other two fails here."""
     demo = load_config(CONFIGS / "ijepa" / "demo.yaml")
-    ijepa = count_flops(demo, steps=32).run_total
-    demo_steps = round(demo.train.epochs * demo.data.train_size / demo.data.batch_size)
+    report = count_flops(demo, steps=32)
+    ijepa, demo_steps = report.run_total, report.run_steps
     for name in ("tcjepa", "clip"):
         cfg = load_config(CONFIGS / name / "demo.yaml")
         assert cfg.train.flops_budget == pytest.approx(ijepa, rel=0.02), name
